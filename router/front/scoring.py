@@ -1,0 +1,145 @@
+"""What a scoring request asks for, and where it goes: pure decisions, no I/O.
+
+`RequestHead.parse` reads the client's headers once, sorting them into the few the
+router acts on and the ones it forwards; `resolve` turns a head into a deployment
+and a replica, or raises the `RouterError` the client gets.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import uuid
+
+from router.balancing.replicas import Replica
+from router.balancing.table import DeploymentRoute, RoutingTable
+from router.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    Unauthorized,
+)
+
+GUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+CLIENT_REQUEST_ID = re.compile(rb"[A-Za-z0-9_-]{1,40}")
+
+# Headers that belong to one connection, never forwarded either way (RFC 9110 §7.6.1).
+HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te",
+                        b"trailer", b"upgrade", b"proxy-authorization", b"proxy-authenticate"})
+# Request headers the router consumes or sets itself for the replica.
+_CONSUMED = HOP_BY_HOP | {b"host", b"authorization", b"content-length", b"expect", b"x-request-id",
+                          b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
+                          b"azureml-model-deployment"}
+
+SCORE, SWAGGER = 1, 2
+_PREFIXES = (b"/api/v1/endpoint/", b"/api/v1/service/")
+
+
+class RequestHead:
+    """One client request's line and headers, read once."""
+
+    __slots__ = ("authorization", "chunked", "client_request_id", "connection_tokens", "content_length",
+                 "expect_continue", "forwarded", "host", "keep_alive", "method", "pinned", "query",
+                 "request_id", "target")
+
+    def __init__(self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]],
+                 keep_alive: bool) -> None:
+        self.method = method
+        self.keep_alive = keep_alive
+        path, _, query = url.partition(b"?")
+        self.query = query
+        self.target = path
+        self.forwarded: list[tuple[bytes, bytes]] = []
+        self.host = self.authorization = self.pinned = self.client_request_id = b""
+        self.content_length: int | None = None
+        self.chunked = self.expect_continue = False
+        self.connection_tokens: bytes = b""
+        request_id = b""
+        for name, value in headers:
+            if name not in _CONSUMED:
+                if name == b"x-ms-client-request-id":
+                    self.client_request_id = value
+                self.forwarded.append((name, value))
+            elif name == b"authorization":
+                self.authorization = value
+            elif name == b"host":
+                self.host = value
+            elif name == b"content-length":
+                self.content_length = int(value)  # the parser has checked it is one number
+            elif name == b"transfer-encoding":
+                self.chunked = True  # the parser refuses any other final coding
+            elif name == b"x-request-id":
+                request_id = value
+            elif name == b"azureml-model-deployment":
+                self.pinned = value
+            elif name == b"expect":
+                self.expect_continue = value.lower() == b"100-continue"
+            elif name == b"connection":
+                self.connection_tokens = value.lower()
+        self.request_id = request_id if GUID.fullmatch(request_id) else str(uuid.uuid4()).encode()
+        if self.connection_tokens and self.connection_tokens not in (b"keep-alive", b"close"):
+            named = {t.strip() for t in self.connection_tokens.split(b",")}
+            self.forwarded = [(n, v) for n, v in self.forwarded if n not in named]
+
+    def check(self, max_body_bytes: int) -> None:
+        """Refuse what cannot be served whatever the route: bad ids, oversized bodies."""
+        if self.client_request_id and not CLIENT_REQUEST_ID.fullmatch(self.client_request_id):
+            raise BadRequest("x-ms-client-request-id must be 1 to 40 letters, digits, '-' or '_'")
+        if self.content_length is not None and self.content_length > max_body_bytes:
+            raise PayloadTooLarge(f"the request body is over the limit of {max_body_bytes} bytes")
+
+
+def parse_target(path: bytes) -> tuple[str, int]:
+    """The endpoint name and what is asked of it, from a scoring URL path."""
+    for prefix in _PREFIXES:
+        if path.startswith(prefix):
+            name, _, rest = path[len(prefix):].partition(b"/")
+            if rest == b"score":
+                return name.decode("latin-1"), SCORE
+            if rest == b"swagger.json" and prefix == _PREFIXES[0]:
+                return name.decode("latin-1"), SWAGGER
+            break
+    raise NotFound("no such route: use /api/v1/endpoint/{endpoint}/score")
+
+
+def authorize(authorization: bytes, keys: tuple[bytes, ...]) -> None:
+    scheme, _, token = authorization.partition(b" ")
+    token = token.strip()
+    if scheme.lower() != b"bearer" or not token:
+        raise Unauthorized("missing key: send 'Authorization: Bearer <key>'")
+    matched = False
+    for key in keys:  # compare with every key, so timing does not tell which one matched
+        matched |= hmac.compare_digest(token, key)
+    if not matched:
+        raise Unauthorized("invalid key")
+
+
+def resolve(table: RoutingTable, head: RequestHead) -> tuple[DeploymentRoute, Replica, int]:
+    """The deployment and replica a request goes to, and whether it scores or asks for swagger."""
+    name, kind = parse_target(head.target)
+    endpoint = table.endpoints.get(name)
+    if endpoint is None:
+        raise NotFound(f"endpoint {name!r} not found")
+    expected = b"POST" if kind == SCORE else b"GET"
+    if head.method != expected:
+        raise MethodNotAllowed(f"use {expected.decode()} here", headers=(("allow", expected.decode()),))
+    if endpoint.auth_mode != "key":
+        raise Unauthorized(f"endpoint {name!r} uses auth mode {endpoint.auth_mode!r}, "
+                           "which this router does not serve yet")
+    authorize(head.authorization, endpoint.keys)
+    if head.pinned:
+        deployment = endpoint.deployments.get(head.pinned.decode("latin-1"))
+        if deployment is None:
+            raise NotFound(f"deployment {head.pinned.decode('latin-1')!r} not found "
+                           f"in endpoint {name!r}")
+    else:
+        deployment = endpoint.pick_deployment()
+        if deployment is None:
+            raise NotFound(f"endpoint {name!r} has no deployment with traffic")
+    replica = deployment.replicas.pick()
+    if replica is None:
+        raise ServiceUnavailable(f"deployment {deployment.name!r} has no ready replica",
+                                 headers=(("retry-after", "1"),), deployment=deployment.name)
+    return deployment, replica, kind

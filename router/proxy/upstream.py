@@ -1,0 +1,199 @@
+"""Keep-alive connections to one replica, and the protocol that parses its answers.
+
+An `UpstreamConnection` serves one exchange at a time. While it serves one, it hands
+every parser event to that exchange (the `ResponseSink`); between exchanges it sits
+idle in its replica's `ConnectionPool` (LIFO, so the warmest connection is reused
+and the others can time out). A connection whose exchange did not end cleanly is
+closed, never reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+import httptools
+
+from router.errors import BadGateway
+
+
+class ResponseSink(Protocol):
+    """What an upstream connection reports to the exchange it serves."""
+
+    def on_response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                         content_length: bool) -> None: ...
+    def on_response_body(self, data: bytes) -> None: ...
+    def on_response_end(self, keep_alive: bool) -> None: ...
+    def on_upstream_error(self, error: BadGateway) -> None: ...
+    def pause_request_body(self) -> None: ...
+    def resume_request_body(self) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = ("_content_length", "_headers", "_reason", "closed", "idle_since", "parser", "pool",
+                 "sink", "transport")
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.sink: ResponseSink | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._reason = b""
+        self._content_length = False
+
+    # transport events
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop transports are not asyncio.Transport subclasses
+
+    def data_received(self, data: bytes) -> None:
+        if self.sink is None:  # bytes nobody asked for: the connection is out of step
+            self.close()
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(f"invalid answer from the replica: {exc}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.sink is not None:
+            self._fail("the replica closed the connection before answering completely")
+        else:
+            self.pool.forget(self)
+
+    def pause_writing(self) -> None:
+        if self.sink is not None:
+            self.sink.pause_request_body()
+
+    def resume_writing(self) -> None:
+        if self.sink is not None:
+            self.sink.resume_request_body()
+
+    # parser events
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-length":
+            self._content_length = True
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:  # interim answer (100 Continue and the like): not forwarded
+            self._headers, self._reason, self._content_length = [], b"", False
+            return
+        if self.sink is not None:
+            self.sink.on_response_head(status, self._reason, self._headers, self._content_length)
+
+    def on_body(self, body: bytes) -> None:
+        if self.sink is not None:
+            self.sink.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.parser.get_status_code() < 200:
+            return
+        sink, self.sink = self.sink, None
+        self._headers, self._reason, self._content_length = [], b"", False
+        if sink is not None:
+            sink.on_response_end(self.parser.should_keep_alive())
+
+    # used by the exchange
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        """Drop the connection; whatever it was doing is abandoned (the replica sees a reset)."""
+        self.sink = None
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.abort()
+        self.pool.forget(self)
+
+    def _fail(self, message: str) -> None:
+        sink = self.sink
+        self.close()
+        if sink is not None:
+            sink.on_upstream_error(BadGateway(message))
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "busy" if self.sink else "idle"
+        return f"<UpstreamConnection {self.pool.host}:{self.pool.port} {state}>"
+
+
+class ConnectionPool:
+    """Idle keep-alive connections to one replica."""
+
+    __slots__ = ("connect_timeout", "host", "idle", "idle_timeout", "port")
+
+    def __init__(self, host: str, port: int, *, idle_timeout: float = 4.0,
+                 connect_timeout: float = 5.0) -> None:
+        self.host = host
+        self.port = port
+        # shorter than the keep-alive of common model servers (uvicorn: 5 s), so the
+        # router drops an idle connection before the replica does and never races it
+        self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout
+        self.idle: list[UpstreamConnection] = []
+
+    def take(self) -> UpstreamConnection | None:
+        """The most recently used idle connection still fresh, if any."""
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                if time.monotonic() - conn.idle_since < self.idle_timeout:
+                    return conn
+                conn.close()
+        return None
+
+    async def connect(self) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await loop.create_connection(lambda: UpstreamConnection(self),
+                                                       self.host, self.port)
+        except TimeoutError:
+            raise BadGateway(f"connecting to the replica {self.host}:{self.port} timed out") from None
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise BadGateway(f"cannot connect to the replica {self.host}:{self.port}: {reason}") from None
+        return conn
+
+    def release(self, conn: UpstreamConnection) -> None:
+        conn.idle_since = time.monotonic()
+        self.idle.append(conn)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            pass
+
+    def sweep(self) -> None:
+        """Close connections idle for longer than the idle timeout."""
+        deadline = time.monotonic() - self.idle_timeout
+        for conn in [c for c in self.idle if c.idle_since < deadline]:
+            conn.close()
+
+    def close(self) -> None:
+        for conn in list(self.idle):
+            conn.close()
+
+    def __repr__(self) -> str:
+        return f"<ConnectionPool {self.host}:{self.port} idle={len(self.idle)}>"

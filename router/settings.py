@@ -1,0 +1,105 @@
+"""Router settings: one documented dataclass, filled from flags or `ROUTER_*` variables.
+
+Names follow the Azure ML extension's settings (DESIGN §1); each flag is the
+kebab-case name, each variable `ROUTER_` plus the upper snake-case name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+
+from router.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouterSettings:
+    # plain HTTP is refused unless asked for: the router sits on the edge of a cluster
+    allow_insecure_connections: bool = False
+    ssl_cert_pem_file: str | None = None
+    ssl_key_pem_file: str | None = None
+    ssl_secret: str | None = None
+    ssl_cname: str | None = None
+    host: str = "0.0.0.0"
+    port: int = 8080  # plain HTTP, only with allow_insecure_connections
+    tls_port: int = 8443
+    admin_port: int = 9090  # /healthz, /readyz, /metrics: never on the public Service
+    # a request body larger than this gets 413; models take tensors, not uploads
+    max_request_body_bytes: int = 100 * 1024 * 1024
+    # how often the config file is checked for changes (local mode)
+    config_poll_interval: float = 0.5
+    # on SIGTERM: keep serving this long so load balancers see /readyz fail ...
+    drain_delay: float = 0.0
+    # ... then wait at most this long for requests in flight
+    drain_timeout: float = 30.0
+    # upstream connections idle longer than this are closed (model servers often keep 5 s)
+    upstream_idle_timeout: float = 4.0
+
+    @property
+    def tls_configured(self) -> bool:
+        return bool(self.ssl_secret or (self.ssl_cert_pem_file and self.ssl_key_pem_file))
+
+    def check(self) -> None:
+        if not self.tls_configured and not self.allow_insecure_connections:
+            raise ConfigError(["no TLS certificate is configured and plain HTTP is not allowed: set "
+                               "--ssl-cert-pem-file and --ssl-key-pem-file (or --ssl-secret), or "
+                               "--allow-insecure-connections (ROUTER_ALLOW_INSECURE_CONNECTIONS=true)"])
+        if bool(self.ssl_cert_pem_file) != bool(self.ssl_key_pem_file):
+            raise ConfigError(["sslCertPemFile and sslKeyPemFile go together: set both or neither"])
+        for name in ("port", "tls_port", "admin_port"):
+            value = getattr(self, name)
+            if not 0 <= value <= 65535:
+                raise ConfigError([f"{name}: must be a port number from 0 to 65535, got {value}"])
+        if self.max_request_body_bytes < 1:
+            raise ConfigError(["max_request_body_bytes: must be at least 1"])
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting; an unset flag falls back to `ROUTER_<NAME>`, then the default."""
+    for f in fields(RouterSettings):
+        if f.type == "bool":
+            parser.add_argument(_flag(f.name), dest=f.name, action="store_const", const=True, default=None)
+        else:
+            parser.add_argument(_flag(f.name), dest=f.name, default=None, metavar=f.name.upper())
+
+
+def from_arguments(args: argparse.Namespace, environ: dict[str, str] | None = None) -> RouterSettings:
+    environ = dict(os.environ) if environ is None else environ
+    values: dict[str, object] = {}
+    for f in fields(RouterSettings):
+        raw = getattr(args, f.name, None)
+        source = _flag(f.name)
+        if raw is None:
+            raw = environ.get("ROUTER_" + f.name.upper())
+            source = "ROUTER_" + f.name.upper()
+        if raw is None:
+            continue
+        values[f.name] = _convert(f.type, raw, source)
+    settings = RouterSettings(**values)  # type: ignore[arg-type]
+    settings.check()
+    return settings
+
+
+def _convert(kind: object, raw: object, source: str) -> object:
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off", ""):
+            return False
+        raise ConfigError([f"{source}: expected true or false, got {raw!r}"])
+    try:
+        if kind == "int":
+            return int(str(raw))
+        if kind == "float":
+            return float(str(raw))
+    except ValueError:
+        raise ConfigError([f"{source}: expected a number, got {raw!r}"]) from None
+    return str(raw)
