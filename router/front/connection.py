@@ -47,8 +47,8 @@ class DataPlane:
 
 
 class ClientConnection(asyncio.Protocol):
-    __slots__ = ("_headers", "_reading", "_receiving", "_url", "current", "front", "http11", "parser",
-                 "peer_host", "pipeline", "scheme", "transport")
+    __slots__ = ("_headers", "_out", "_reading", "_receiving", "_url", "current", "front", "http11",
+                 "parser", "peer_host", "pipeline", "scheme", "transport")
 
     def __init__(self, front: DataPlane) -> None:
         self.front = front
@@ -63,6 +63,7 @@ class ClientConnection(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._reading = True
+        self._out: list[bytes] = []
 
     # transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -131,8 +132,15 @@ class ClientConnection(asyncio.Protocol):
 
     # used by exchanges
     def write(self, data: bytes) -> None:
-        if self.transport is not None:
-            self.transport.write(data)
+        # Corked: everything written while this loop iteration runs leaves in one send().
+        if not self._out:
+            self.front.loop.call_soon(self.flush)
+        self._out.append(data)
+
+    def flush(self) -> None:
+        out, self._out = self._out, []
+        if out and self.transport is not None:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def exchange_done(self, exchange: Exchange) -> None:
         if exchange is not self.current:
@@ -161,10 +169,12 @@ class ClientConnection(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None:
+            self.flush()
             self.transport.close()  # flushes what is written, then closes
 
     def abort(self) -> None:
         """Cut the connection: an answer already under way cannot be finished."""
+        self._out = []
         if self.transport is not None:
             self.transport.abort()
 

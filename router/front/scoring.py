@@ -8,8 +8,9 @@ and a replica, or raises the `RouterError` the client gets.
 from __future__ import annotations
 
 import hmac
+import itertools
+import os
 import re
-import uuid
 
 from router.balancing.replicas import Replica
 from router.balancing.table import DeploymentRoute, RoutingTable
@@ -34,6 +35,16 @@ _CONSUMED = HOP_BY_HOP | {b"host", b"authorization", b"content-length", b"expect
                           b"azureml-model-deployment"}
 
 SCORE, SWAGGER = 1, 2
+
+# New request ids: a random per-process prefix and a counter, in GUID form. Unique
+# across router replicas and restarts, and far cheaper than uuid4 per request.
+_ID_PREFIX = os.urandom(10).hex()
+_ID_PREFIX = f"{_ID_PREFIX[:8]}-{_ID_PREFIX[8:12]}-{_ID_PREFIX[12:16]}-{_ID_PREFIX[16:]}-".encode()
+_id_counter = itertools.count(int.from_bytes(os.urandom(4)))
+
+
+def new_request_id() -> bytes:
+    return _ID_PREFIX + b"%012x" % (next(_id_counter) & 0xFFFFFFFFFFFF)
 _PREFIXES = (b"/api/v1/endpoint/", b"/api/v1/service/")
 
 
@@ -78,7 +89,7 @@ class RequestHead:
                 self.expect_continue = value.lower() == b"100-continue"
             elif name == b"connection":
                 self.connection_tokens = value.lower()
-        self.request_id = request_id if GUID.fullmatch(request_id) else str(uuid.uuid4()).encode()
+        self.request_id = request_id if GUID.fullmatch(request_id) else new_request_id()
         if self.connection_tokens and self.connection_tokens not in (b"keep-alive", b"close"):
             named = {t.strip() for t in self.connection_tokens.split(b",")}
             self.forwarded = [(n, v) for n, v in self.forwarded if n not in named]

@@ -31,8 +31,8 @@ class ResponseSink(Protocol):
 
 
 class UpstreamConnection(asyncio.Protocol):
-    __slots__ = ("_content_length", "_headers", "_reason", "closed", "idle_since", "parser", "pool",
-                 "sink", "transport")
+    __slots__ = ("_content_length", "_headers", "_loop", "_out", "_reason", "closed", "idle_since",
+                 "parser", "pool", "sink", "transport")
 
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
@@ -44,6 +44,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._reason = b""
         self._content_length = False
+        self._out: list[bytes] = []
+        self._loop = asyncio.get_running_loop()
 
     # transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -105,8 +107,15 @@ class UpstreamConnection(asyncio.Protocol):
 
     # used by the exchange
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.write(data)
+        # Corked: the request head and body written in one loop iteration leave in one send().
+        if not self._out:
+            self._loop.call_soon(self._flush)
+        self._out.append(data)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if out and self.transport is not None and not self.closed:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed:
@@ -119,6 +128,7 @@ class UpstreamConnection(asyncio.Protocol):
     def close(self) -> None:
         """Drop the connection; whatever it was doing is abandoned (the replica sees a reset)."""
         self.sink = None
+        self._out = []
         if not self.closed:
             self.closed = True
             if self.transport is not None:

@@ -1,0 +1,1 @@
+"""Sources: turn files or Kubernetes watches into validated resources."""
