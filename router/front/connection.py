@@ -179,6 +179,9 @@ class ClientConnection(asyncio.Protocol):
             self.transport.abort()
 
     def _refuse(self, error: BadRequest) -> None:
+        if self.current is not None and self.current.response_done:
+            self.close()  # answered already: what follows is not worth an answer
+            return
         if self.current is not None and self.current.response_started:
             self.abort()  # cannot answer out of turn
             return

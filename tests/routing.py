@@ -1,0 +1,127 @@
+"""Run the router as a real process in tests, with configs built from a few arguments.
+
+    config = Config(key="k1").deployment("blue", [model.url], weight=100)
+    router = start_router(tmp_path, config)
+    httpx.post(router.score_url("demo"), headers=router.auth, ...)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.helpers import ManagedProcess, start_process
+
+
+@dataclass
+class Config:
+    """An endpoint's documents: its deployments, traffic and keys."""
+
+    endpoint: str = "demo"
+    key: str = "primary-key-0123456789"
+    secondary_key: str = "secondary-key-0123456789"
+    auth_mode: str = "key"
+    deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    traffic: dict[str, int] = field(default_factory=dict)
+    mirror: dict[str, int] = field(default_factory=dict)
+    extra_documents: list[dict[str, Any]] = field(default_factory=list)
+
+    def deployment(self, name: str, urls: list[str], *, weight: int = 0, timeout_ms: int = 5000,
+                   concurrency: int = 1, queue_wait_ms: int = 500, scoring_route: str = "/score") -> Config:
+        self.deployments[name] = {
+            "endpointName": self.endpoint,
+            "backend": {"urls": list(urls)},
+            "scoringRoute": scoring_route,
+            "requestSettings": {"requestTimeoutMs": timeout_ms,
+                                "maxConcurrentRequestsPerInstance": concurrency,
+                                "maxQueueWaitMs": queue_wait_ms},
+        }
+        self.traffic[name] = weight
+        return self
+
+    def documents(self) -> list[dict[str, Any]]:
+        api = "inference-router.dev/v1alpha1"
+        spec: dict[str, Any] = {"authMode": self.auth_mode, "keysSecretRef": f"{self.endpoint}-keys",
+                                "traffic": dict(self.traffic)}
+        if self.mirror:
+            spec["mirrorTraffic"] = dict(self.mirror)
+        docs: list[dict[str, Any]] = [
+            {"apiVersion": api, "kind": "OnlineEndpoint", "metadata": {"name": self.endpoint}, "spec": spec}]
+        docs += [{"apiVersion": api, "kind": "OnlineDeployment", "metadata": {"name": name}, "spec": dep}
+                 for name, dep in self.deployments.items()]
+        docs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{self.endpoint}-keys"},
+                     "stringData": {"primaryKey": self.key, "secondaryKey": self.secondary_key}})
+        return docs + self.extra_documents
+
+    def yaml(self) -> str:
+        return yaml.safe_dump_all(self.documents(), sort_keys=False)
+
+
+@dataclass
+class RouterProcess:
+    process: ManagedProcess
+    port: int
+    admin_port: int
+    config_path: Path
+    key: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def score_url(self, endpoint: str = "demo", query: str = "") -> str:
+        return f"{self.url}/api/v1/endpoint/{endpoint}/score" + (f"?{query}" if query else "")
+
+    def write_config(self, text: str, *, atomic: bool = True) -> None:
+        """Replace the config file: by rename (as editors and ConfigMaps do) or in place."""
+        if atomic:
+            tmp = self.config_path.with_suffix(".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, self.config_path)
+        else:
+            with open(self.config_path, "w") as f:
+                f.write(text)
+
+    def stop(self) -> int:
+        return self.process.stop()
+
+
+def start_router(directory: Path, config: Config | str, *extra: str,
+                 env: dict[str, str] | None = None) -> RouterProcess:
+    path = directory / "router.yaml"
+    path.write_text(config if isinstance(config, str) else config.yaml())
+    process = start_process([sys.executable, "-m", "router.cli", "serve", "--config", str(path),
+                             "--allow-insecure-connections", "--host", "127.0.0.1", "--port", "0",
+                             "--admin-port", "0", "--config-poll-interval", "0.2", *extra], env=env)
+    ready = process.ready
+    key = config.key if isinstance(config, Config) else ""
+    return RouterProcess(process, ready["port"], ready["admin_port"], path, key)
+
+
+@dataclass
+class StartedModel:
+    process: ManagedProcess
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def start_sample_model(*args: str) -> StartedModel:
+    """A sample model for fixtures wider than one test (stop it with `.process.stop()`)."""
+    process = start_process([sys.executable, "-m", "router.sample_model", "--port", "0", *args])
+    return StartedModel(process, process.ready["port"])
