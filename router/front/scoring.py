@@ -38,8 +38,8 @@ SCORE, SWAGGER = 1, 2
 
 # New request ids: a random per-process prefix and a counter, in GUID form. Unique
 # across router replicas and restarts, and far cheaper than uuid4 per request.
-_ID_PREFIX = os.urandom(10).hex()
-_ID_PREFIX = f"{_ID_PREFIX[:8]}-{_ID_PREFIX[8:12]}-{_ID_PREFIX[12:16]}-{_ID_PREFIX[16:]}-".encode()
+_HEX = os.urandom(10).hex()
+_ID_PREFIX = f"{_HEX[:8]}-{_HEX[8:12]}-{_HEX[12:16]}-{_HEX[16:]}-".encode()
 _id_counter = itertools.count(int.from_bytes(os.urandom(4)))
 
 

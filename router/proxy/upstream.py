@@ -10,6 +10,7 @@ closed, never reused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Protocol
 
@@ -190,10 +191,8 @@ class ConnectionPool:
         self.idle.append(conn)
 
     def forget(self, conn: UpstreamConnection) -> None:
-        try:
+        with contextlib.suppress(ValueError):  # not idle: nothing to forget
             self.idle.remove(conn)
-        except ValueError:
-            pass
 
     def sweep(self) -> None:
         """Close connections idle for longer than the idle timeout."""
