@@ -1,1 +1,21 @@
-"""inference-router."""
+"""inference-router: the front door for ML models served over HTTP.
+
+A request's path through the package, top to bottom:
+
+- `cli` parses the command line; `server` runs the lifecycle (load the first
+  configuration, bind, serve, drain on SIGTERM) and `admin` answers health checks
+  on a separate port.
+- `discovery` turns a YAML file (later, Kubernetes watches) into validated,
+  immutable resources (`model`); an invalid document is refused with a message
+  naming its field, and the last good state keeps serving.
+- `balancing` builds from those resources one routing table per change (endpoints,
+  traffic split, replicas) and makes every routing decision without I/O.
+- `front` is the scoring data plane: an HTTP/1.1 server on asyncio protocols and
+  httptools. It reads a request head once, authenticates, resolves the deployment
+  and replica, and streams the exchange both ways.
+- `proxy` is the only code that talks HTTP to model replicas: pooled keep-alive
+  connections, answers parsed with httptools, failures turned into `errors`.
+
+Lower layers never import higher ones:
+cli → server → {front, admin} → proxy → {discovery, balancing} → {model, errors, settings}.
+"""

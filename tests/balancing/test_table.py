@@ -1,0 +1,253 @@
+"""RoutingTable.build: validated resources → an immutable routing snapshot, replicas kept across rebuilds."""
+
+from __future__ import annotations
+
+import base64
+from collections import Counter
+
+import pytest
+
+from router.balancing.replicas import Replica, ReplicaSet
+from router.balancing.table import RoutingTable
+from router.discovery.documents import load_yaml
+from router.model import Resources
+
+API = "apiVersion: inference-router.dev/v1alpha1"
+
+
+def endpoint(name: str = "mnist", traffic: str = "{blue: 90, green: 10}", *, keys: str | None = "mnist-keys",
+             namespace: str = "default") -> str:
+    ref = f"\n  keysSecretRef: {keys}" if keys else ""
+    return f"""{API}
+kind: OnlineEndpoint
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  authMode: key{ref}
+  traffic: {traffic}
+"""
+
+
+def deployment(name: str, urls: list[str], *, endpoint: str = "mnist", timeout_ms: int = 5000,
+               route: str = "/score", namespace: str = "default") -> str:
+    listed = ", ".join(f'"{u}"' for u in urls)
+    return f"""{API}
+kind: OnlineDeployment
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  endpointName: {endpoint}
+  backend: {{urls: [{listed}]}}
+  scoringRoute: {route}
+  requestSettings: {{requestTimeoutMs: {timeout_ms}}}
+"""
+
+
+def secret(name: str = "mnist-keys", *, namespace: str = "default", **keys: str) -> str:
+    data = "".join(f"\n  {k}: {v}" for k, v in keys.items())
+    return f"""apiVersion: v1
+kind: Secret
+metadata: {{name: {name}, namespace: {namespace}}}
+stringData:{data}
+"""
+
+
+def resources(*documents: str) -> Resources:
+    return load_yaml("---\n".join(documents), origin="test.yaml")
+
+
+BLUE = ["http://127.0.0.1:5001", "http://127.0.0.1:5002"]
+GREEN = ["http://127.0.0.1:6001"]
+
+
+def blue_green(blue: list[str] = BLUE, green: list[str] = GREEN, **secret_keys: str) -> Resources:
+    keys = secret_keys or {"primaryKey": "p-key", "secondaryKey": "s-key"}
+    return resources(endpoint(), deployment("blue", blue, timeout_ms=2500, route="/predict"),
+                     deployment("green", green), secret(**keys))
+
+
+def test_endpoint_routes_and_deployment_routes() -> None:
+    table = RoutingTable.build(blue_green())
+    assert set(table.endpoints) == {"mnist"}
+    route = table.endpoints["mnist"]
+    assert route.name == "mnist" and route.auth_mode == "key"
+    assert set(route.deployments) == {"blue", "green"}
+    blue = route.deployments["blue"]
+    assert blue.name == "blue" and blue.header_value == b"blue"
+    assert blue.timeout == 2.5  # requestTimeoutMs 2500, in seconds
+    assert blue.scoring_route == b"/predict"
+    assert [r.url for r in blue.replicas.replicas] == BLUE
+    green = route.deployments["green"]
+    assert green.timeout == 5.0 and green.scoring_route == b"/score"
+    assert [r.url for r in green.replicas.replicas] == GREEN
+    assert "blue=90" in repr(route) and "green=10" in repr(route)
+
+
+def test_the_endpoint_splits_traffic_by_its_weights() -> None:
+    route = RoutingTable.build(blue_green()).endpoints["mnist"]
+    chosen = []
+    for _ in range(100):
+        picked = route.pick_deployment()
+        assert picked is not None
+        chosen.append(picked.name)
+    assert Counter(chosen) == {"blue": 90, "green": 10}
+
+
+def test_a_deployment_without_traffic_is_routable_but_never_picked() -> None:
+    table = RoutingTable.build(resources(endpoint(traffic="{blue: 100, green: 0}"), deployment("blue", BLUE),
+                                         deployment("green", GREEN), secret(primaryKey="k")))
+    route = table.endpoints["mnist"]
+    assert "green" in route.deployments  # pinnable with azureml-model-deployment
+    assert {d.name for d in (route.pick_deployment() for _ in range(50)) if d is not None} == {"blue"}
+
+
+def test_no_traffic_at_all_picks_no_deployment() -> None:
+    table = RoutingTable.build(resources(endpoint(traffic="{blue: 0}"), deployment("blue", BLUE),
+                                         secret(primaryKey="k")))
+    assert table.endpoints["mnist"].pick_deployment() is None
+
+
+def test_an_endpoint_without_deployments_has_an_empty_route() -> None:
+    table = RoutingTable.build(resources(endpoint(traffic="{}"), secret(primaryKey="k")))
+    assert table.endpoints["mnist"].deployments == {}
+    assert table.endpoints["mnist"].pick_deployment() is None
+
+
+@pytest.mark.parametrize(("keys", "expected"), [
+    ({"primaryKey": "p-key", "secondaryKey": "s-key"}, (b"p-key", b"s-key")),
+    ({"primaryKey": "p-key"}, (b"p-key",)),
+    ({"secondaryKey": "s-key"}, (b"s-key",)),
+    ({"primaryKey": "p-key", "secondaryKey": '""'}, (b"p-key",)),
+    ({"primaryKey": "p-key", "secondaryKey": "s-key", "signingKey": "t-key"}, (b"p-key", b"s-key")),
+])
+def test_keys_come_from_the_secret(keys: dict[str, str], expected: tuple[bytes, ...]) -> None:
+    assert RoutingTable.build(blue_green(**keys)).endpoints["mnist"].keys == expected
+
+
+def test_keys_from_base64_secret_data() -> None:
+    encoded = base64.b64encode(b"from-data").decode()
+    text = f"""apiVersion: v1
+kind: Secret
+metadata: {{name: mnist-keys}}
+data: {{primaryKey: {encoded}}}
+"""
+    table = RoutingTable.build(resources(endpoint(), deployment("blue", BLUE), deployment("green", GREEN), text))
+    assert table.endpoints["mnist"].keys == (b"from-data",)
+
+
+def test_no_keys_secret_ref_means_no_keys() -> None:
+    table = RoutingTable.build(resources(endpoint(keys=None), deployment("blue", BLUE),
+                                         deployment("green", GREEN), secret(primaryKey="unrelated")))
+    assert table.endpoints["mnist"].keys == ()
+
+
+def test_keys_are_looked_up_in_the_endpoint_namespace() -> None:
+    table = RoutingTable.build(resources(
+        endpoint(namespace="models"), deployment("blue", BLUE, namespace="models"),
+        deployment("green", GREEN, namespace="models"),
+        secret(primaryKey="wrong", namespace="default"), secret(primaryKey="right", namespace="models")))
+    assert table.endpoints["mnist"].keys == (b"right",)
+
+
+def test_first_build_adds_every_replica_and_removes_none() -> None:
+    table = RoutingTable.build(blue_green())
+    assert sorted(r.url for r in table.added) == sorted(BLUE + GREEN)
+    assert table.removed == ()
+    assert set(table.replicas) == {("default", "blue", u) for u in BLUE} | {("default", "green", u) for u in GREEN}
+    assert all(table.replicas[k].url == k[2] for k in table.replicas)
+    assert not any(r.retired for r in table.added)
+
+
+def test_rebuild_keeps_unchanged_replicas_and_reports_the_changes() -> None:
+    first = RoutingTable.build(blue_green())
+    kept = first.replicas[("default", "blue", BLUE[1])]
+    kept.in_flight = 3  # state on the replica survives the reload
+    gone = first.replicas[("default", "blue", BLUE[0])]
+    green = first.replicas[("default", "green", GREEN[0])]
+
+    second = RoutingTable.build(blue_green(blue=[BLUE[1], "http://127.0.0.1:5003"]), previous=first)
+
+    blue_replicas = second.endpoints["mnist"].deployments["blue"].replicas.replicas
+    assert blue_replicas[0] is kept and kept.in_flight == 3
+    assert second.endpoints["mnist"].deployments["green"].replicas.replicas[0] is green
+    assert [r.url for r in second.added] == ["http://127.0.0.1:5003"]
+    assert second.removed == (gone,)
+    assert gone.retired is True
+    assert kept.retired is False and green.retired is False
+    assert second.added[0].retired is False
+    # the previous table is a snapshot: still what it was
+    assert [r.url for r in first.endpoints["mnist"].deployments["blue"].replicas.replicas] == BLUE
+
+
+def test_rebuild_with_the_same_resources_changes_nothing() -> None:
+    first = RoutingTable.build(blue_green())
+    second = RoutingTable.build(blue_green(), previous=first)
+    assert second.added == () and second.removed == ()
+    assert all(second.replicas[k] is first.replicas[k] for k in first.replicas)
+    assert second.replicas.keys() == first.replicas.keys()
+
+
+def test_a_url_moving_to_another_deployment_is_a_new_replica() -> None:
+    first = RoutingTable.build(blue_green())
+    second = RoutingTable.build(blue_green(blue=BLUE[:1], green=[*GREEN, BLUE[1]]), previous=first)
+    moved_old = first.replicas[("default", "blue", BLUE[1])]
+    moved_new = second.replicas[("default", "green", BLUE[1])]
+    assert moved_new is not moved_old
+    assert second.added == (moved_new,) and second.removed == (moved_old,)
+    assert moved_old.retired and not moved_new.retired
+
+
+def test_removing_an_endpoint_retires_all_its_replicas() -> None:
+    first = RoutingTable.build(blue_green())
+    second = RoutingTable.build(resources(), previous=first)
+    assert second.endpoints == {} and second.replicas == {}
+    assert set(second.removed) == set(first.replicas.values())
+    assert all(r.retired for r in second.removed)
+
+
+def test_service_backends_take_their_replicas_from_the_given_addresses() -> None:
+    docs = resources(endpoint(traffic="{blue: 100}"), f"""{API}
+kind: OnlineDeployment
+metadata: {{name: blue}}
+spec:
+  endpointName: mnist
+  backend: {{service: {{name: mnist-blue, port: 5001}}}}
+""", secret(primaryKey="k"))
+    assert RoutingTable.build(docs).endpoints["mnist"].deployments["blue"].replicas.pick() is None
+    table = RoutingTable.build(docs, service_replicas={("default", "mnist-blue"): ("http://10.0.0.7:5001",)})
+    replica = table.endpoints["mnist"].deployments["blue"].replicas.pick()
+    assert replica is not None and (replica.host, replica.port) == ("10.0.0.7", 5001)
+
+
+def test_replica_set_takes_turns() -> None:
+    a, b, c = (Replica(f"http://127.0.0.1:{port}") for port in (7001, 7002, 7003))
+    replicas = ReplicaSet((a, b, c))
+    assert len(replicas) == 3
+    assert [replicas.pick() for _ in range(7)] == [a, b, c, a, b, c, a]
+
+
+def test_an_empty_replica_set_picks_none() -> None:
+    replicas = ReplicaSet(())
+    assert len(replicas) == 0
+    assert replicas.pick() is None and replicas.pick() is None
+
+
+def test_replica_parses_its_address() -> None:
+    replica = Replica("http://model.example:5001")
+    assert (replica.host, replica.port, replica.host_header) == ("model.example", 5001, b"model.example:5001")
+    assert Replica("http://model.example").port == 80
+    assert Replica("http://[::1]:5001").host_header == b"[::1]:5001"
+    assert replica.in_flight == 0 and replica.retired is False and replica.pool is None
+
+
+@pytest.mark.parametrize("url", ["https://127.0.0.1:5001", "127.0.0.1:5001", "http://", "ftp://host"])
+def test_replica_refuses_what_is_not_an_http_address(url: str) -> None:
+    with pytest.raises(ValueError, match="http://host:port"):
+        Replica(url)
+
+
+def test_replica_repr_shows_url_and_in_flight() -> None:
+    replica = Replica("http://127.0.0.1:5001")
+    replica.in_flight = 4
+    assert repr(replica) == "<Replica http://127.0.0.1:5001 in_flight=4>"
+    replica.retired = True
+    assert "retired" in repr(replica)
+    assert "http://127.0.0.1:5001" in repr(ReplicaSet((replica,)))

@@ -1,0 +1,29 @@
+"""The benchmark runs end to end (briefly) and reports every target and ratio.
+
+Speed itself is judged by reading the benchmark's ratios, never asserted here: the
+machine is shared and a timed assertion would be noise.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "loadtests" / "bench.py"
+
+
+def test_bench_measures_direct_nginx_and_router() -> None:
+    out = subprocess.run([sys.executable, str(BENCH), "--duration", "1", "--warmup", "1", "--json"],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    results = {r["name"]: r for r in report["results"]}
+    assert set(results) == {"direct", "nginx", "router"}
+    for result in results.values():
+        assert result["rps"] > 100, result
+        assert result["errors"] == 0, result
+        assert 0 < result["p50_ms"] <= result["p99_ms"]
+    assert results["router"]["cpu_us_per_req"] > 0 and results["nginx"]["cpu_us_per_req"] > 0
+    assert set(report["ratios"]) >= {"router/nginx", "router/direct"}

@@ -1,0 +1,106 @@
+"""`inference-router serve` as a real process: refusals exit 2 and say why; SIGTERM drains and exits 0."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ManagedProcess, start_process
+from tests.routing import Config
+
+SERVE = [sys.executable, "-m", "router.cli", "serve"]
+LOOPBACK = ["--host", "127.0.0.1", "--port", "0", "--admin-port", "0"]
+
+
+@pytest.fixture(autouse=True)
+def no_router_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The children inherit the environment: only what a test sets may count."""
+    for name in [n for n in os.environ if n.startswith("ROUTER_")]:
+        monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "router.yaml"
+    path.write_text(Config().deployment("blue", ["http://127.0.0.1:9"], weight=100).yaml())
+    return path
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port with a listener on it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 20) -> tuple[int, str]:
+    process = ManagedProcess([*SERVE, *args], env=env)
+    try:
+        code = process.wait(timeout)
+    finally:
+        process.stop()
+    return code, process.output()
+
+
+def test_without_tls_or_insecure_it_refuses_and_says_what_to_set(config_file: Path) -> None:
+    code, output = run("--config", str(config_file), *LOOPBACK)
+    assert code == 2, output
+    assert "--allow-insecure-connections" in output
+    assert "listening" not in output
+
+
+def test_an_invalid_config_names_the_document_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "router.yaml"
+    path.write_text(Config().deployment("blue", ["http://127.0.0.1:9"], weight=50).yaml())
+    code, output = run("--config", str(path), "--allow-insecure-connections", *LOOPBACK)
+    assert code == 2, output
+    assert "OnlineEndpoint default/demo" in output
+    assert "spec.traffic" in output and "50" in output
+    assert "listening" not in output
+
+
+def test_an_unreadable_config_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nosuch.yaml"
+    code, output = run("--config", str(missing), "--allow-insecure-connections", *LOOPBACK)
+    assert code == 2, output
+    assert str(missing) in output
+
+
+def test_serve_needs_a_config_file() -> None:
+    code, output = run("--allow-insecure-connections", *LOOPBACK)
+    assert code == 2, output
+    assert "--config" in output
+
+
+def test_starts_with_the_environment_variable_and_drains_on_sigterm(config_file: Path) -> None:
+    process = start_process([*SERVE, "--config", str(config_file), *LOOPBACK],
+                            env={"ROUTER_ALLOW_INSECURE_CONNECTIONS": "true"})
+    try:
+        ready = process.ready
+        assert ready["host"] == "127.0.0.1"
+        assert isinstance(ready["port"], int) and ready["port"] > 0
+        assert isinstance(ready["admin_port"], int) and ready["admin_port"] not in (0, ready["port"])
+        with socket.create_connection(("127.0.0.1", ready["port"]), timeout=5):
+            pass  # the scoring port accepts connections
+    finally:
+        code = process.stop()
+    assert code == 0, process.output()
+    names = [e["event"] for e in process.events]
+    assert "draining" in names and "stopped" in names
+    assert names.index("listening") < names.index("draining") < names.index("stopped")
+
+
+@pytest.mark.parametrize("which", ["--port", "--admin-port"])
+def test_a_port_in_use_is_refused(config_file: Path, busy_port: int, which: str) -> None:
+    ports = {"--port": "0", "--admin-port": "0", which: str(busy_port)}
+    code, output = run("--config", str(config_file), "--allow-insecure-connections", "--host", "127.0.0.1",
+                       *(item for pair in ports.items() for item in pair))
+    assert code == 2, output
+    assert f"cannot listen on 127.0.0.1:{busy_port}" in output

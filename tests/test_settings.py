@@ -1,0 +1,156 @@
+"""Router settings from flags and `ROUTER_*` variables (DESIGN §1)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from router.errors import ConfigError
+from router.settings import RouterSettings, add_arguments, from_arguments
+
+INSECURE = {"ROUTER_ALLOW_INSECURE_CONNECTIONS": "true"}
+
+
+def settings(*flags: str, environ: dict[str, str] | None = None) -> RouterSettings:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return from_arguments(parser.parse_args(list(flags)), {} if environ is None else environ)
+
+
+def refused(*flags: str, environ: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        settings(*flags, environ=environ)
+    assert caught.value.problems, "a ConfigError lists its problems"
+    return "\n".join(caught.value.problems)
+
+
+def test_defaults() -> None:
+    got = settings("--allow-insecure-connections")
+    assert got == RouterSettings(allow_insecure_connections=True)
+    assert (got.host, got.port, got.tls_port, got.admin_port) == ("0.0.0.0", 8080, 8443, 9090)
+    assert got.ssl_cert_pem_file is None and got.ssl_key_pem_file is None and got.ssl_secret is None
+    assert got.ssl_cname is None
+    assert not got.tls_configured
+
+
+def test_every_setting_has_a_kebab_case_flag() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    flags = {option for action in parser._actions for option in action.option_strings}
+    for name in ("--allow-insecure-connections", "--ssl-cert-pem-file", "--ssl-key-pem-file", "--ssl-secret",
+                 "--ssl-cname", "--port", "--tls-port", "--admin-port", "--host"):
+        assert name in flags
+
+
+@pytest.mark.parametrize("value", ["true", "TRUE", "True", "1", "yes", "on", " true "])
+def test_insecure_connections_from_the_environment(value: str) -> None:
+    assert settings(environ={"ROUTER_ALLOW_INSECURE_CONNECTIONS": value}).allow_insecure_connections
+
+
+@pytest.mark.parametrize("value", ["false", "0", "no", "off", ""])
+def test_a_false_environment_value_does_not_allow_insecure(value: str) -> None:
+    problems = refused(environ={"ROUTER_ALLOW_INSECURE_CONNECTIONS": value})
+    assert "--allow-insecure-connections" in problems
+
+
+def test_every_setting_from_the_environment() -> None:
+    got = settings(environ={**INSECURE, "ROUTER_HOST": "127.0.0.1", "ROUTER_PORT": "8000",
+                            "ROUTER_TLS_PORT": "8001", "ROUTER_ADMIN_PORT": "8002",
+                            "ROUTER_SSL_CERT_PEM_FILE": "/c.pem", "ROUTER_SSL_KEY_PEM_FILE": "/k.pem",
+                            "ROUTER_SSL_CNAME": "router.example", "ROUTER_DRAIN_DELAY": "1.5",
+                            "ROUTER_MAX_REQUEST_BODY_BYTES": "1024"})
+    assert (got.host, got.port, got.tls_port, got.admin_port) == ("127.0.0.1", 8000, 8001, 8002)
+    assert (got.ssl_cert_pem_file, got.ssl_key_pem_file, got.ssl_cname) == ("/c.pem", "/k.pem", "router.example")
+    assert got.drain_delay == 1.5 and got.max_request_body_bytes == 1024
+    assert got.tls_configured
+
+
+def test_flags_are_converted() -> None:
+    got = settings("--allow-insecure-connections", "--port", "0", "--admin-port", "0", "--host", "::1",
+                   "--drain-timeout", "2.5", "--config-poll-interval", "0.2")
+    assert (got.port, got.admin_port, got.host) == (0, 0, "::1")
+    assert isinstance(got.port, int) and got.drain_timeout == 2.5 and got.config_poll_interval == 0.2
+
+
+def test_a_flag_beats_the_environment() -> None:
+    environ = {**INSECURE, "ROUTER_PORT": "5678", "ROUTER_HOST": "10.0.0.1"}
+    got = settings("--port", "1234", environ=environ)
+    assert got.port == 1234
+    assert got.host == "10.0.0.1"  # no flag: the variable still counts
+
+
+def test_the_insecure_flag_beats_a_false_variable() -> None:
+    got = settings("--allow-insecure-connections", environ={"ROUTER_ALLOW_INSECURE_CONNECTIONS": "false"})
+    assert got.allow_insecure_connections
+
+
+def test_an_explicit_environ_replaces_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROUTER_PORT", "1111")
+    monkeypatch.setenv("ROUTER_ALLOW_INSECURE_CONNECTIONS", "true")
+    assert settings("--allow-insecure-connections", environ={}).port == 8080
+    refused(environ={})  # the process's ROUTER_ALLOW_INSECURE_CONNECTIONS is not read either
+
+
+def test_without_environ_the_process_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROUTER_PORT", "1111")
+    monkeypatch.setenv("ROUTER_ALLOW_INSECURE_CONNECTIONS", "true")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    got = from_arguments(parser.parse_args([]))
+    assert got.port == 1111 and got.allow_insecure_connections
+
+
+def test_a_bad_boolean_variable_is_named() -> None:
+    problems = refused(environ={"ROUTER_ALLOW_INSECURE_CONNECTIONS": "maybe"})
+    assert "ROUTER_ALLOW_INSECURE_CONNECTIONS" in problems and "maybe" in problems
+
+
+@pytest.mark.parametrize(("flags", "environ", "named"), [
+    (("--port", "http"), {}, "--port"),
+    (("--admin-port", "9o9o"), {}, "--admin-port"),
+    (("--drain-timeout", "soon"), {}, "--drain-timeout"),
+    ((), {"ROUTER_PORT": "eighty"}, "ROUTER_PORT"),
+    ((), {"ROUTER_TLS_PORT": "8443.5"}, "ROUTER_TLS_PORT"),
+    ((), {"ROUTER_DRAIN_DELAY": "1s"}, "ROUTER_DRAIN_DELAY"),
+])
+def test_a_bad_number_is_named(flags: tuple[str, ...], environ: dict[str, str], named: str) -> None:
+    problems = refused("--allow-insecure-connections", *flags, environ=environ)
+    assert named in problems and "number" in problems
+
+
+@pytest.mark.parametrize("flags", [("--port", "65536"), ("--admin-port", "-1"), ("--tls-port", "100000")])
+def test_a_port_out_of_range_is_refused(flags: tuple[str, str]) -> None:
+    problems = refused("--allow-insecure-connections", *flags)
+    assert flags[0].removeprefix("--").replace("-", "_") in problems and flags[1] in problems
+
+
+def test_neither_tls_nor_insecure_says_what_to_set() -> None:
+    problems = refused()
+    for hint in ("--ssl-cert-pem-file", "--ssl-key-pem-file", "--allow-insecure-connections",
+                 "ROUTER_ALLOW_INSECURE_CONNECTIONS=true"):
+        assert hint in problems
+
+
+@pytest.mark.parametrize("flags", [
+    ("--ssl-cert-pem-file", "/tls/cert.pem", "--ssl-key-pem-file", "/tls/key.pem"),
+    ("--ssl-secret", "router-tls"),
+])
+def test_tls_alone_is_enough(flags: tuple[str, ...]) -> None:
+    got = settings(*flags)
+    assert got.tls_configured and not got.allow_insecure_connections
+
+
+@pytest.mark.parametrize("flag", ["--ssl-cert-pem-file", "--ssl-key-pem-file"])
+def test_a_certificate_needs_its_key(flag: str) -> None:
+    # without a complete pair TLS is not configured, so the router refuses ...
+    assert "--allow-insecure-connections" in refused(flag, "/tls/file.pem")
+    # ... and when plain HTTP is allowed, the half pair is still an error, naming both settings
+    problems = refused(flag, "/tls/file.pem", "--allow-insecure-connections")
+    assert "sslCertPemFile" in problems and "sslKeyPemFile" in problems
+
+
+def test_the_settings_are_immutable() -> None:
+    got = settings("--allow-insecure-connections")
+    with pytest.raises(AttributeError):
+        got.port = 1  # type: ignore[misc]
