@@ -32,8 +32,8 @@ class ResponseSink(Protocol):
 
 
 class UpstreamConnection(asyncio.Protocol):
-    __slots__ = ("_content_length", "_headers", "_loop", "_out", "_reason", "closed", "idle_since",
-                 "parser", "pool", "sink", "transport")
+    __slots__ = ("_chunked", "_content_length", "_headers", "_loop", "_out", "_reason", "_until_close",
+                 "closed", "idle_since", "parser", "pool", "sink", "transport")
 
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
@@ -44,7 +44,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self._headers: list[tuple[bytes, bytes]] = []
         self._reason = b""
-        self._content_length = False
+        self._content_length = self._chunked = self._until_close = False
         self._out: list[bytes] = []
         self._loop = asyncio.get_running_loop()
 
@@ -63,10 +63,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.sink is not None:
+        sink = self.sink
+        if sink is not None and self._until_close and exc is None:
+            self.sink = None  # an answer without length or chunks: its end is the end of the connection
+            sink.on_response_end(False)
+        elif sink is not None:
             self._fail("the replica closed the connection before answering completely")
-        else:
-            self.pool.forget(self)
+        self.pool.forget(self)
 
     def pause_writing(self) -> None:
         if self.sink is not None:
@@ -84,13 +87,16 @@ class UpstreamConnection(asyncio.Protocol):
         name = name.lower()
         if name == b"content-length":
             self._content_length = True
+        elif name == b"transfer-encoding":
+            self._chunked = True
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if status < 200:  # interim answer (100 Continue and the like): not forwarded
-            self._headers, self._reason, self._content_length = [], b"", False
+            self._headers, self._reason, self._content_length, self._chunked = [], b"", False, False
             return
+        self._until_close = not (self._content_length or self._chunked or status in (204, 304))
         if self.sink is not None:
             self.sink.on_response_head(status, self._reason, self._headers, self._content_length)
 
@@ -102,7 +108,8 @@ class UpstreamConnection(asyncio.Protocol):
         if self.parser.get_status_code() < 200:
             return
         sink, self.sink = self.sink, None
-        self._headers, self._reason, self._content_length = [], b"", False
+        self._headers, self._reason, self._content_length, self._chunked = [], b"", False, False
+        self._until_close = False
         if sink is not None:
             sink.on_response_end(self.parser.should_keep_alive())
 

@@ -242,26 +242,48 @@ def test_bad_gateway_for_a_closed_port(sample_model_factory, tmp_path: Path) -> 
             router.stop()
 
 
-def test_bad_gateway_when_the_model_dies_mid_request(tmp_path: Path) -> None:
+def one_shot_replica(answer: bytes) -> tuple[int, threading.Thread, socket.socket]:
+    """A replica that reads one request, writes `answer` and closes the connection."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
-    port = listener.getsockname()[1]
 
-    def crash() -> None:  # reads the request, then closes without answering
+    def serve() -> None:
         conn, _ = listener.accept()
         conn.recv(65536)
+        if answer:
+            conn.sendall(answer)
         conn.close()
 
-    thread = threading.Thread(target=crash)
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    router = start_router(tmp_path, Config().deployment("crashy", [f"http://127.0.0.1:{port}"], weight=100))
+    return listener.getsockname()[1], thread, listener
+
+
+@pytest.mark.parametrize(("answer", "status", "expected"), [
+    (b"", 502, "closed the connection"),
+    (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc", 0, ""),  # cut mid-body: connection cut
+    (b"SPDY/9 what\r\n\r\n", 502, "invalid answer"),
+    (b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end", 200, "until the end"),
+])
+def test_replica_failures_and_close_delimited_answers(tmp_path: Path, answer: bytes, status: int,
+                                                       expected: str) -> None:
+    port, thread, listener = one_shot_replica(answer)
+    router = start_router(tmp_path, Config().deployment("oneshot", [f"http://127.0.0.1:{port}"], weight=100))
     try:
-        r = httpx.post(router.score_url(), headers=router.auth, content=b"{}", timeout=10)
-        assert "closed the connection" in assert_router_error(r, 502, "BadGateway")["message"]
+        if status == 0:
+            with pytest.raises(httpx.RemoteProtocolError):
+                httpx.post(router.score_url(), headers=router.auth, content=b"{}", timeout=10)
+        elif status == 200:
+            r = httpx.post(router.score_url(), headers=router.auth, content=b"{}", timeout=10)
+            assert r.status_code == 200 and r.text == expected
+            assert r.headers["azureml-model-deployment"] == "oneshot"
+        else:
+            r = httpx.post(router.score_url(), headers=router.auth, content=b"{}", timeout=10)
+            assert expected in assert_router_error(r, status, "BadGateway")["message"]
     finally:
         router.stop()
-        thread.join()
+        thread.join(5)
         listener.close()
 
 
