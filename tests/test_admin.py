@@ -49,10 +49,13 @@ def test_the_scoring_api_is_not_served_on_the_admin_port(router: RouterProcess) 
 
 def test_not_ready_while_draining(tmp_path: Path, sample_model_factory: Callable[..., SampleModel]) -> None:
     router = start(tmp_path, sample_model_factory, "--drain-delay", "1.5")
-    assert httpx.get(f"{router.admin_url}/readyz", timeout=5).status_code == 200
-    router.process.terminate()
-    router.process.wait_for_event("draining", timeout=10)
-    r = httpx.get(f"{router.admin_url}/readyz", timeout=5)  # within the 1.5 s drain delay
-    assert r.status_code == 503 and r.json()["status"] == "not ready"
-    assert httpx.get(f"{router.admin_url}/healthz", timeout=5).status_code == 200  # alive, though
-    assert router.process.wait(15) == 0
+    try:
+        assert httpx.get(f"{router.admin_url}/readyz", timeout=5).status_code == 200
+        router.process.terminate()
+        router.process.wait_for_event("draining", timeout=10)
+        r = httpx.get(f"{router.admin_url}/readyz", timeout=5)  # within the 1.5 s drain delay
+        assert r.status_code == 503 and r.json()["status"] == "not ready"
+        assert httpx.get(f"{router.admin_url}/healthz", timeout=5).status_code == 200  # alive, though
+        assert router.process.wait(15) == 0
+    finally:
+        router.stop()

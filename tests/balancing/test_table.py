@@ -58,8 +58,9 @@ BLUE = ["http://127.0.0.1:5001", "http://127.0.0.1:5002"]
 GREEN = ["http://127.0.0.1:6001"]
 
 
-def blue_green(blue: list[str] = BLUE, green: list[str] = GREEN, **secret_keys: str) -> Resources:
-    keys = secret_keys or {"primaryKey": "p-key", "secondaryKey": "s-key"}
+def blue_green(blue: list[str] = BLUE, green: list[str] = GREEN, *,
+               keys: dict[str, str] | None = None) -> Resources:
+    keys = keys or {"primaryKey": "p-key", "secondaryKey": "s-key"}
     return resources(endpoint(), deployment("blue", blue, timeout_ms=2500, route="/predict"),
                      deployment("green", green), secret(**keys))
 
@@ -119,7 +120,7 @@ def test_an_endpoint_without_deployments_has_an_empty_route() -> None:
     ({"primaryKey": "p-key", "secondaryKey": "s-key", "signingKey": "t-key"}, (b"p-key", b"s-key")),
 ])
 def test_keys_come_from_the_secret(keys: dict[str, str], expected: tuple[bytes, ...]) -> None:
-    assert RoutingTable.build(blue_green(**keys)).endpoints["mnist"].keys == expected
+    assert RoutingTable.build(blue_green(keys=keys)).endpoints["mnist"].keys == expected
 
 
 def test_keys_from_base64_secret_data() -> None:
