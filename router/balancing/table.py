@@ -1,9 +1,11 @@
 """The routing table: one immutable snapshot of what the data plane routes to.
 
 Built once per configuration change from validated resources, so the hot path only
-does dictionary lookups. Replica objects are carried over from the previous table
-when their address is unchanged, keeping their in-flight counts and connection
-pools across reloads; the builder reports which replicas came and went.
+does dictionary lookups. State that must survive a reload is carried over from the
+previous table: `Replica` objects (in-flight counts, latency, health, connection
+pools) by address, `DeploymentBalancer`s (queues) by deployment, and the traffic
+split's position while the weights are unchanged. The builder reports which
+replicas came and went.
 """
 
 from __future__ import annotations
@@ -11,39 +13,46 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from router.balancing.replicas import Replica, ReplicaSet
+from router.balancing.admission import DeploymentBalancer, Policy
+from router.balancing.replicas import Replica
 from router.balancing.traffic import TrafficSplit
 from router.model import OnlineDeployment, OnlineEndpoint, Resources
 
 ReplicaKey = tuple[str, str, str]  # namespace, deployment, url
+DeploymentKey = tuple[str, str]  # namespace, deployment
 ServiceKey = tuple[str, str]  # namespace, service name
 
 
 class DeploymentRoute:
-    __slots__ = ("header_value", "name", "replicas", "scoring_route", "spec", "timeout")
+    __slots__ = ("balancer", "header_value", "name", "scoring_route", "spec", "timeout")
 
-    def __init__(self, spec: OnlineDeployment, replicas: ReplicaSet) -> None:
+    def __init__(self, spec: OnlineDeployment, balancer: DeploymentBalancer) -> None:
         self.spec = spec
         self.name = spec.name
         self.header_value = spec.name.encode()
         self.scoring_route = spec.scoring_route.encode()
         self.timeout = spec.request_settings.request_timeout_ms / 1000
-        self.replicas = replicas
+        self.balancer = balancer
 
     def __repr__(self) -> str:
-        return f"<DeploymentRoute {self.name} replicas={len(self.replicas)}>"
+        return f"<DeploymentRoute {self.name} {self.balancer!r}>"
 
 
 class EndpointRoute:
-    __slots__ = ("auth_mode", "deployments", "keys", "name", "split")
+    __slots__ = ("auth_mode", "deployments", "keys", "mirror", "mirror_percent", "name", "spec", "split")
 
-    def __init__(self, spec: OnlineEndpoint, keys: tuple[bytes, ...],
-                 deployments: dict[str, DeploymentRoute]) -> None:
+    def __init__(self, spec: OnlineEndpoint, keys: tuple[bytes, ...], deployments: dict[str, DeploymentRoute],
+                 previous: EndpointRoute | None = None) -> None:
+        self.spec = spec
         self.name = spec.name
         self.auth_mode = spec.auth_mode
         self.keys = keys
         self.deployments = deployments
-        self.split = TrafficSplit(spec.traffic)
+        self.split: TrafficSplit = (previous.split if previous is not None and previous.spec.traffic == spec.traffic
+                                    else TrafficSplit(spec.traffic))
+        mirrored = [(name, pct) for name, pct in spec.mirror_traffic.items() if pct > 0 and name in deployments]
+        self.mirror = deployments[mirrored[0][0]] if mirrored else None
+        self.mirror_percent = mirrored[0][1] if mirrored else 0
 
     def pick_deployment(self) -> DeploymentRoute | None:
         name = self.split.pick()
@@ -57,16 +66,21 @@ class EndpointRoute:
 class RoutingTable:
     endpoints: Mapping[str, EndpointRoute] = field(default_factory=dict)
     replicas: Mapping[ReplicaKey, Replica] = field(default_factory=dict)
+    balancers: Mapping[DeploymentKey, DeploymentBalancer] = field(default_factory=dict)
     added: tuple[Replica, ...] = ()  # new since the previous table: they need a pool
     removed: tuple[Replica, ...] = ()  # gone since the previous table: drain and close
 
     @classmethod
     def build(cls, resources: Resources, previous: RoutingTable | None = None,
-              service_replicas: Mapping[ServiceKey, tuple[str, ...]] | None = None) -> RoutingTable:
+              service_replicas: Mapping[ServiceKey, tuple[str, ...]] | None = None, *,
+              now: float = 0.0, policy: Policy = "least_loaded") -> RoutingTable:
         old = previous.replicas if previous else {}
+        old_balancers = previous.balancers if previous else {}
+        old_endpoints = previous.endpoints if previous else {}
         service_replicas = service_replicas or {}
         secrets = {(s.namespace, s.name): s for s in resources.secrets}
         replicas: dict[ReplicaKey, Replica] = {}
+        balancers: dict[DeploymentKey, DeploymentBalancer] = {}
         added: list[Replica] = []
         by_endpoint: dict[tuple[str, str], dict[str, DeploymentRoute]] = {}
         for dep in resources.deployments:
@@ -81,12 +95,18 @@ class RoutingTable:
                 key = (dep.namespace, dep.name, url)
                 replica = old.get(key)
                 if replica is None:
-                    replica = Replica(url)
+                    replica = Replica(url, now)
                     added.append(replica)
                 replicas[key] = replica
                 chosen.append(replica)
+            dkey = (dep.namespace, dep.name)
+            balancer = old_balancers.get(dkey)
+            if balancer is None or balancer.policy != policy:
+                balancer = DeploymentBalancer(f"{dep.namespace}/{dep.name}", dep.request_settings, policy)
+            balancer.update(tuple(chosen), dep.request_settings)
+            balancers[dkey] = balancer
             routes = by_endpoint.setdefault((dep.namespace, dep.endpoint_name), {})
-            routes[dep.name] = DeploymentRoute(dep, ReplicaSet(tuple(chosen)))
+            routes[dep.name] = DeploymentRoute(dep, balancer)
         endpoints = {}
         for ep in resources.endpoints:
             keys: tuple[bytes, ...] = ()
@@ -94,8 +114,9 @@ class RoutingTable:
             if secret is not None:
                 keys = tuple(secret.data[k].encode() for k in ("primaryKey", "secondaryKey")
                              if secret.data.get(k))
-            endpoints[ep.name] = EndpointRoute(ep, keys, by_endpoint.get((ep.namespace, ep.name), {}))
+            endpoints[ep.name] = EndpointRoute(ep, keys, by_endpoint.get((ep.namespace, ep.name), {}),
+                                               old_endpoints.get(ep.name))
         removed = tuple(r for k, r in old.items() if k not in replicas)
         for replica in removed:
             replica.retired = True
-        return cls(endpoints, replicas, tuple(added), removed)
+        return cls(endpoints, replicas, balancers, tuple(added), removed)

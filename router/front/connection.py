@@ -16,6 +16,7 @@ import httptools
 
 from router.errors import BadRequest
 from router.front.exchange import Exchange
+from router.front.mirror import MirrorGate
 from router.front.responses import error_response
 from router.front.scoring import RequestHead
 
@@ -32,6 +33,7 @@ class DataPlane:
         self.scheme = scheme
         self.loop = asyncio.get_running_loop()
         self.connections: set[ClientConnection] = set()
+        self.mirrors = MirrorGate()
         self.draining = False
 
     def protocol(self) -> ClientConnection:

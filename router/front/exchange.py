@@ -5,11 +5,17 @@ as it arrives) and one upstream connection (which feeds it the answer as it
 arrives); bytes pass straight through in both directions, with back-pressure: a
 full write buffer on one side pauses reading on the other.
 
-It ends in exactly one of these ways, each releasing the replica at once:
+Life of an exchange: resolved (endpoint, key, deployment), then admitted to a
+replica by the deployment's balancer, at once or after waiting in its queue (503
+when the wait runs out), then connected and forwarded. It ends in exactly one of
+these ways, each freeing the replica's slot at once (and handing it to the next
+waiter):
 - the answer completes: the upstream connection goes back to the pool if the
   replica read the whole request and keeps the connection alive;
-- the replica fails before answering: 502 (after the answer started, the client
-  connection is cut, since a status can no longer be sent);
+- the replica fails: if not one byte of the request left the router (connection
+  refused, a pooled connection found dead), it is retried on another replica;
+  otherwise 502 (after the answer started, the client connection is cut, since a
+  status can no longer be sent);
 - the request timeout fires: 504, or a cut connection once the answer started;
 - the client goes away: the upstream connection is dropped, which cancels the work.
 The client connection moves on to its next request only when both the answer is
@@ -20,13 +26,17 @@ read and discarded, so the connection stays in step).
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
-from router.errors import BadGateway, GatewayTimeout, PayloadTooLarge, RouterError
+from router import logs
+from router.errors import BadGateway, GatewayTimeout, PayloadTooLarge, RouterError, ServiceUnavailable
+from router.front.mirror import MirrorCopy
 from router.front.responses import CONTINUE, error_response
-from router.front.scoring import HOP_BY_HOP, SWAGGER, RequestHead, resolve
+from router.front.scoring import HOP_BY_HOP, SWAGGER, RequestHead, resolve, upstream_head
 
 if TYPE_CHECKING:
+    from router.balancing.admission import DeploymentBalancer
     from router.balancing.replicas import Replica
     from router.balancing.table import DeploymentRoute
     from router.front.connection import ClientConnection
@@ -34,98 +44,146 @@ if TYPE_CHECKING:
 
 _NO_BODY_STATUS = frozenset({204, 304})
 _RESPONSE_SKIP = HOP_BY_HOP | {b"x-request-id", b"azureml-model-deployment", b"x-ms-client-request-id"}
-_PENDING_LIMIT = 256 * 1024  # body bytes buffered while connecting before the client is paused
+_PENDING_LIMIT = 256 * 1024  # body bytes buffered before admission before the client is paused
+MAX_ATTEMPTS = 3  # replicas tried for one request, when nothing was sent to the earlier ones
 
 
 class Exchange:
-    __slots__ = ("_chunked_response", "_connecting", "_timer", "body_bytes", "client", "deployment", "discard",
-                 "head", "keep_alive", "pending", "replica", "request_complete", "request_forwarded",
-                 "response_done", "response_started", "upstream")
+    __slots__ = ("_chunked_response", "_connecting", "_continued", "_queue_timer", "_timer", "attempts",
+                 "balancer", "body_bytes", "client", "deadline", "deployment", "discard", "dispatched_at", "head",
+                 "keep_alive", "mirror", "pending", "pending_bytes", "replica", "request_complete", "request_forwarded",
+                 "response_done", "response_started", "tried", "upstream")
 
     def __init__(self, client: ClientConnection, head: RequestHead) -> None:
         self.client = client
         self.head = head
         self.keep_alive = head.keep_alive
         self.deployment: DeploymentRoute | None = None
+        self.balancer: DeploymentBalancer | None = None
         self.replica: Replica | None = None
         self.upstream: UpstreamConnection | None = None
-        self.pending: list[bytes] | None = []
+        self.mirror: MirrorCopy | None = None
+        self.pending: list[bytes] | None = []  # body kept for a retry (or not yet forwarded)
+        self.pending_bytes = 0
         self.body_bytes = 0
+        self.attempts = 0
+        self.tried: tuple[Replica, ...] = ()
+        self.deadline = 0.0  # for the balancer's queue: when waiting ends
+        self.dispatched_at = 0.0
         self.request_complete = self.request_forwarded = False
         self.response_started = self.response_done = False
         self.discard = False  # the request body is read but no longer forwarded
-        self._chunked_response = False
+        self._chunked_response = self._continued = False
         self._connecting: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._queue_timer: asyncio.TimerHandle | None = None
 
-    # -- start ----------------------------------------------------------------------------
+    # -- start: resolve, then admit ---------------------------------------------------------
     def start(self) -> None:
         front = self.client.front
+        head = self.head
         try:
-            self.head.check(front.max_body_bytes)
-            deployment, replica, kind = resolve(front.table, self.head)
+            head.check(front.max_body_bytes)
+            endpoint, deployment, kind = resolve(front.table, head)
         except RouterError as error:
             self.respond_error(error)
             return
-        self.deployment, self.replica = deployment, replica
-        replica.in_flight += 1
+        self.deployment = deployment
+        balancer = self.balancer = deployment.balancer
+        now = front.loop.time()
         self._timer = front.loop.call_later(deployment.timeout, self._on_timeout)
         if kind == SWAGGER:
-            self.head.target, self.head.query = b"/swagger.json", b""
+            head.target, head.query = b"/swagger.json", b""
         else:
-            self.head.target = deployment.scoring_route
-        if self.head.expect_continue and not self.request_complete:
+            head.target = deployment.scoring_route
+            if endpoint.mirror is not None and not head.pinned and front.mirrors.take(endpoint):
+                self.mirror = MirrorCopy.start(front, endpoint.mirror, head, self.client.peer_host)
+        replica = balancer.acquire(now)
+        if replica is not None:
+            self._admit(replica)
+        elif not balancer.replicas:
+            self._fail(ServiceUnavailable(f"deployment {deployment.name!r} has no ready replica",
+                                          headers=(("retry-after", "1"),)))
+        elif balancer.max_queue_wait <= 0:
+            self._refuse_overload(now)
+        else:
+            self.deadline = now + balancer.max_queue_wait
+            balancer.enqueue(self)
+            self._queue_timer = front.loop.call_later(balancer.max_queue_wait, self._on_queue_timeout)
+
+    def admitted(self, replica: Replica) -> None:
+        """The balancer gave this waiting request a slot."""
+        if self._queue_timer is not None:
+            self._queue_timer.cancel()
+            self._queue_timer = None
+        self._admit(replica)
+
+    def _on_queue_timeout(self) -> None:
+        self._queue_timer = None
+        assert self.balancer is not None
+        now = self.client.front.loop.time()
+        replica = self.balancer.expire(self, now)
+        if replica is not None:
+            self._admit(replica)
+        else:
+            self._refuse_overload(now)
+
+    def _refuse_overload(self, now: float) -> None:
+        assert self.balancer is not None and self.deployment is not None
+        retry_after = self.balancer.retry_after(now)
+        wait_ms = round(self.balancer.max_queue_wait * 1000)
+        self._fail(ServiceUnavailable(f"deployment {self.deployment.name!r} is at capacity: no replica "
+                                      f"was free within {wait_ms} ms", headers=(("retry-after", str(retry_after)),)))
+
+    def _admit(self, replica: Replica) -> None:
+        front = self.client.front
+        self.replica = replica
+        self.attempts += 1
+        self.tried += (replica,)
+        self.dispatched_at = front.loop.time()
+        if self.head.expect_continue and not self.request_complete and not self._continued:
+            self._continued = True
             self.client.write(CONTINUE)
         conn = replica.pool.take()
         if conn is not None:
             self._attach(conn)
         else:
-            self._connecting = front.loop.create_task(self._connect())
+            self._connecting = front.loop.create_task(self._connect(replica))
 
-    async def _connect(self) -> None:
-        assert self.replica is not None
+    async def _connect(self, replica: Replica) -> None:
         try:
-            conn = await self.replica.pool.connect()
+            conn = await replica.pool.connect()
         except BadGateway as error:
             self._connecting = None
-            self.on_upstream_error(error)
+            self._replica_failed(error, retryable=True)
             return
         self._connecting = None
-        if self.response_done or self.replica is None:  # ended while connecting: keep the connection
+        if self.replica is not replica:  # ended while connecting: keep the fresh connection
             conn.pool.release(conn)
         else:
             self._attach(conn)
 
     def _attach(self, conn: UpstreamConnection) -> None:
         self.upstream = conn
-        conn.sink = self
+        conn.serve(self)
         conn.write(self._upstream_head())
-        pending, self.pending = self.pending, None
-        for chunk in pending or ():
-            self._forward(chunk)
+        pending = self.pending
+        if pending is not None:
+            for chunk in pending:
+                self._forward(chunk)
+            if self.pending_bytes > _PENDING_LIMIT:
+                self.client.resume_reading()
         if self.request_complete:
+            self.pending = None
             self._end_request_body()
-        if pending and sum(map(len, pending)) > _PENDING_LIMIT:
-            self.client.resume_reading()
+        elif self.attempts >= MAX_ATTEMPTS:
+            self.pending = None  # no further attempt can need the body again
+        # else: keep what was buffered, and keep buffering, until the request is sent
+        # whole: a retry on another replica must be able to send it again
 
     def _upstream_head(self) -> bytes:
-        head, client = self.head, self.client
         assert self.replica is not None
-        lines = [head.method + b" " + head.target + (b"?" + head.query if head.query else b"") + b" HTTP/1.1",
-                 b"host: " + self.replica.host_header]
-        lines.extend(name + b": " + value for name, value in head.forwarded)
-        if head.chunked:
-            lines.append(b"transfer-encoding: chunked")
-        elif head.content_length is not None:
-            lines.append(b"content-length: %d" % head.content_length)
-        elif head.method == b"POST":
-            lines.append(b"content-length: 0")
-        lines.append(b"x-request-id: " + head.request_id)
-        lines.append(b"x-forwarded-for: " + client.peer_host)
-        lines.append(b"x-forwarded-proto: " + client.scheme)
-        if head.host:
-            lines.append(b"x-forwarded-host: " + head.host)
-        return b"\r\n".join(lines) + b"\r\n\r\n"
+        return upstream_head(self.head, self.replica.host_header, self.client.peer_host, self.client.scheme)
 
     # -- request body, from the client ----------------------------------------------------
     def on_request_body(self, data: bytes) -> None:
@@ -137,16 +195,25 @@ class Exchange:
             self._fail(PayloadTooLarge(f"the request body is over the limit of "
                                        f"{self.client.front.max_body_bytes} bytes"))
             return
+        if self.mirror is not None:
+            self.mirror.add_body(data)
         if self.pending is not None:
             self.pending.append(data)
-            if sum(map(len, self.pending)) > _PENDING_LIMIT:
-                self.client.pause_reading()
-        else:
+            self.pending_bytes += len(data)
+            if self.pending_bytes > _PENDING_LIMIT:
+                if self.upstream is None:
+                    self.client.pause_reading()  # until admitted and connected
+                else:
+                    self.pending = None  # too big to keep for a retry
+        if self.upstream is not None:
             self._forward(data)
 
     def on_request_end(self) -> None:
         self.request_complete = True
+        if self.mirror is not None:
+            self.mirror.end_body()
         if self.upstream is not None:
+            self.pending = None
             self._end_request_body()
         self._maybe_done()
 
@@ -171,8 +238,11 @@ class Exchange:
     # -- answer, from the replica ---------------------------------------------------------
     def on_response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
                          content_length: bool) -> None:
-        assert self.deployment is not None
+        assert self.deployment is not None and self.replica is not None
+        now = self.client.front.loop.time()
+        self.replica.observe((now - self.dispatched_at) * 1000, now)
         self.response_started = True
+        self.pending = None
         lines = [b"HTTP/1.1 %d %s" % (status, reason)]
         lines.extend(name + b": " + value for name, value in headers if name not in _RESPONSE_SKIP)
         if not content_length and status not in _NO_BODY_STATUS:
@@ -210,14 +280,38 @@ class Exchange:
         self._release_replica()
         self._maybe_done()
 
-    def on_upstream_error(self, error: BadGateway) -> None:
+    def on_upstream_error(self, error: BadGateway, sent: bool) -> None:
         self.upstream = None  # the connection closed itself
+        self._replica_failed(error, retryable=not sent)
+
+    def _replica_failed(self, error: BadGateway, *, retryable: bool) -> None:
+        replica, front = self.replica, self.client.front
+        if replica is None or self.response_done:
+            return
+        now = front.loop.time()
+        assert self.balancer is not None
+        others = any(r is not replica and not r.ejected(now) for r in self.balancer.replicas)
+        if replica.fail(now, may_eject=others):
+            logs.event("replica.ejected", level=logging.WARNING, deployment=self.balancer.key, replica=replica.url,
+                       seconds=round(replica.ejected_until - now, 1), reason=error.message)
+        if retryable and not self.response_started and self.attempts < MAX_ATTEMPTS and (
+                self.pending is not None or not self.body_bytes):
+            self._release_replica(keep_timer=True)
+            again = self.balancer.acquire(now, self.tried, jump=True)
+            if again is not None:
+                logs.event("request.retried", request_id=self.head.request_id.decode(), replica=again.url,
+                           failed=replica.url)
+                self._admit(again)
+                return
         self._fail(error)
 
     # -- endings --------------------------------------------------------------------------
     def _on_timeout(self) -> None:
         self._timer = None
         assert self.deployment is not None
+        if self.replica is not None:  # a replica that hangs is a slow replica
+            now = self.client.front.loop.time()
+            self.replica.observe((now - self.dispatched_at) * 1000, now)
         self._fail(GatewayTimeout(f"deployment {self.deployment.name!r} did not answer within "
                                   f"{self.deployment.spec.request_settings.request_timeout_ms} ms"))
 
@@ -253,6 +347,8 @@ class Exchange:
     def on_client_lost(self) -> None:
         self.response_done = True
         self._drop_upstream()
+        if self.mirror is not None:
+            self.mirror.cancel()
 
     def _drop_upstream(self) -> None:
         if self._connecting is not None:
@@ -263,15 +359,22 @@ class Exchange:
             conn.close()
         self._release_replica()
 
-    def _release_replica(self) -> None:
-        if self._timer is not None:
+    def _release_replica(self, keep_timer: bool = False) -> None:
+        if self._timer is not None and not keep_timer:
             self._timer.cancel()
             self._timer = None
+        if self._queue_timer is not None:  # still waiting for a slot: leave the queue
+            self._queue_timer.cancel()
+            self._queue_timer = None
+            if self.balancer is not None:
+                self.balancer.remove(self)
         replica, self.replica = self.replica, None
-        if replica is not None:
-            replica.in_flight -= 1
-            if replica.retired and replica.in_flight == 0:
-                replica.pool.close()
+        if replica is None or self.balancer is None:
+            return
+        for waiter, next_replica in self.balancer.release(replica, self.client.front.loop.time()):
+            waiter.admitted(next_replica)
+        if replica.retired and replica.in_flight == 0:
+            replica.pool.close()
 
     def _maybe_done(self) -> None:
         if self.response_done and (self.request_complete or not self.keep_alive):

@@ -12,14 +12,12 @@ import itertools
 import os
 import re
 
-from router.balancing.replicas import Replica
-from router.balancing.table import DeploymentRoute, RoutingTable
+from router.balancing.table import DeploymentRoute, EndpointRoute, RoutingTable
 from router.errors import (
     BadRequest,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
-    ServiceUnavailable,
     Unauthorized,
 )
 
@@ -127,8 +125,8 @@ def authorize(authorization: bytes, keys: tuple[bytes, ...]) -> None:
         raise Unauthorized("invalid key")
 
 
-def resolve(table: RoutingTable, head: RequestHead) -> tuple[DeploymentRoute, Replica, int]:
-    """The deployment and replica a request goes to, and whether it scores or asks for swagger."""
+def resolve(table: RoutingTable, head: RequestHead) -> tuple[EndpointRoute, DeploymentRoute, int]:
+    """The endpoint and deployment a request goes to, and whether it scores or asks for swagger."""
     name, kind = parse_target(head.target)
     endpoint = table.endpoints.get(name)
     if endpoint is None:
@@ -149,8 +147,26 @@ def resolve(table: RoutingTable, head: RequestHead) -> tuple[DeploymentRoute, Re
         deployment = endpoint.pick_deployment()
         if deployment is None:
             raise NotFound(f"endpoint {name!r} has no deployment with traffic")
-    replica = deployment.replicas.pick()
-    if replica is None:
-        raise ServiceUnavailable(f"deployment {deployment.name!r} has no ready replica",
-                                 headers=(("retry-after", "1"),), deployment=deployment.name)
-    return deployment, replica, kind
+    return endpoint, deployment, kind
+
+
+def upstream_head(head: RequestHead, host_header: bytes, peer_host: bytes, scheme: bytes,
+                  content_length: int | None = None) -> bytes:
+    """The request line and headers for the replica: the client's, less what the router owns."""
+    lines = [head.method + b" " + head.target + (b"?" + head.query if head.query else b"") + b" HTTP/1.1",
+             b"host: " + host_header]
+    lines.extend(name + b": " + value for name, value in head.forwarded)
+    if content_length is not None:
+        lines.append(b"content-length: %d" % content_length)
+    elif head.chunked:
+        lines.append(b"transfer-encoding: chunked")
+    elif head.content_length is not None:
+        lines.append(b"content-length: %d" % head.content_length)
+    elif head.method == b"POST":
+        lines.append(b"content-length: 0")
+    lines.append(b"x-request-id: " + head.request_id)
+    lines.append(b"x-forwarded-for: " + peer_host)
+    lines.append(b"x-forwarded-proto: " + scheme)
+    if head.host:
+        lines.append(b"x-forwarded-host: " + head.host)
+    return b"\r\n".join(lines) + b"\r\n\r\n"

@@ -26,14 +26,14 @@ class ResponseSink(Protocol):
                          content_length: bool) -> None: ...
     def on_response_body(self, data: bytes) -> None: ...
     def on_response_end(self, keep_alive: bool) -> None: ...
-    def on_upstream_error(self, error: BadGateway) -> None: ...
+    def on_upstream_error(self, error: BadGateway, sent: bool) -> None: ...
     def pause_request_body(self) -> None: ...
     def resume_request_body(self) -> None: ...
 
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("_chunked", "_content_length", "_headers", "_loop", "_out", "_reason", "_until_close",
-                 "closed", "idle_since", "parser", "pool", "sink", "transport")
+                 "closed", "idle_since", "parser", "pool", "sent", "sink", "transport")
 
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
@@ -41,6 +41,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.sink: ResponseSink | None = None
         self.closed = False
+        self.sent = False  # whether any byte of the current exchange left for the replica
         self.idle_since = 0.0
         self._headers: list[tuple[bytes, bytes]] = []
         self._reason = b""
@@ -123,6 +124,7 @@ class UpstreamConnection(asyncio.Protocol):
     def _flush(self) -> None:
         out, self._out = self._out, []
         if out and self.transport is not None and not self.closed:
+            self.sent = True
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def pause_reading(self) -> None:
@@ -144,10 +146,15 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool.forget(self)
 
     def _fail(self, message: str) -> None:
-        sink = self.sink
+        sink, sent = self.sink, self.sent
         self.close()
         if sink is not None:
-            sink.on_upstream_error(BadGateway(message))
+            sink.on_upstream_error(BadGateway(message), sent)
+
+    def serve(self, sink: ResponseSink) -> None:
+        """Start serving an exchange: every parser event goes to `sink` until the answer ends."""
+        self.sink = sink
+        self.sent = False
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "busy" if self.sink else "idle"

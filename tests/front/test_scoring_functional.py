@@ -108,10 +108,19 @@ def test_pinning_a_deployment_including_one_without_traffic(blue_green: RouterPr
             assert r.json()["name"].startswith(model)
 
 
-def test_replicas_take_turns(blue_green: RouterProcess) -> None:
-    seen = Counter(score(blue_green, headers={"azureml-model-deployment": "blue"}, content=b"{}").json()["name"]
-                   for _ in range(10))
-    assert seen == {"blue-0": 5, "blue-1": 5}
+def test_concurrent_requests_spread_over_replicas(blue_green: RouterProcess) -> None:
+    names: list[str] = []
+
+    def one() -> None:  # each replica takes one request at a time (maxConcurrentRequestsPerInstance 1)
+        r = score(blue_green, query="latency_ms=300", headers={"azureml-model-deployment": "blue"}, content=b"{}")
+        names.append(r.json()["name"])
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(names) == ["blue-0", "blue-1"]
 
 
 def test_auth_accepts_either_key_and_refuses_others(blue_green: RouterProcess) -> None:

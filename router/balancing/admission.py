@@ -1,0 +1,144 @@
+"""Admission for one deployment: per-replica caps, a FIFO queue, and the choice of replica.
+
+Each replica takes at most `maxConcurrentRequestsPerInstance` requests at once. A
+request that finds no free slot waits in the deployment's queue, in arrival order,
+and is admitted when a slot frees (`release` says to whom); one still waiting when
+its `maxQueueWaitMs` runs out is refused (503), with a `Retry-After` worked out from
+how fast the deployment has been finishing requests.
+
+Choosing among free replicas: power of two choices on load weighted by expected
+latency (least loaded). A free slot on a replica much slower than the best one is
+not always worth taking: if a fast replica's slot is expected to free sooner than
+the slow one would answer, and the request can afford to wait, it waits. This keeps
+a degraded replica from setting the tail latency while it still takes overflow.
+
+The `Waiter` objects in the queue are opaque here; the caller starts a request on
+the replica it is given and owns every timer. No I/O, no clock: `now` is passed in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import random
+from collections import deque
+from typing import Any, Literal
+
+from router.balancing.replicas import Replica, expected_wait_ms, pick_least_loaded
+from router.model import RequestSettings
+
+Policy = Literal["least_loaded", "round_robin"]
+SLOW_FACTOR = 2.0  # a replica is "slow" when its expected latency is over this times the best
+
+
+class DeploymentBalancer:
+    __slots__ = ("_bucket_start", "_counts", "_rng", "_turn", "capacity", "key", "max_queue_wait",
+                 "policy", "queue", "replicas")
+
+    def __init__(self, key: str, settings: RequestSettings, policy: Policy = "least_loaded",
+                 seed: int | None = None) -> None:
+        self.key = key
+        self.policy = policy
+        self.replicas: tuple[Replica, ...] = ()
+        self.capacity = settings.max_concurrent_requests_per_instance
+        self.max_queue_wait = settings.max_queue_wait_ms / 1000
+        self.queue: deque[Any] = deque()
+        self._rng = random.Random(seed)
+        self._turn = itertools.count()
+        self._counts = [0, 0]  # completions in the previous and the current second
+        self._bucket_start = 0.0
+
+    def update(self, replicas: tuple[Replica, ...], settings: RequestSettings) -> None:
+        """A new routing table: new replicas and settings; the queue and counts stay."""
+        self.replicas = replicas
+        self.capacity = settings.max_concurrent_requests_per_instance
+        self.max_queue_wait = settings.max_queue_wait_ms / 1000
+
+    # -- decisions ------------------------------------------------------------------------
+    def acquire(self, now: float, exclude: tuple[Replica, ...] = (), *, jump: bool = False) -> Replica | None:
+        """A replica for a new request, its slot taken; None: queue it (or refuse it).
+
+        Requests already queued go first, unless `jump` (a retry that already had its turn).
+        """
+        if self.queue and not jump:
+            return None
+        return self._choose(now, exclude, position=len(self.queue), budget=self.max_queue_wait)
+
+    def release(self, replica: Replica, now: float) -> list[tuple[Any, Replica]]:
+        """A request on `replica` ended: free its slot; return the waiters to start, and where."""
+        replica.in_flight -= 1
+        self._count(now)
+        return self.dispatch(now)
+
+    def dispatch(self, now: float) -> list[tuple[Any, Replica]]:
+        admitted = []
+        while self.queue:
+            waiter = self.queue[0]
+            replica = self._choose(now, (), position=0, budget=waiter.deadline - now)
+            if replica is None:
+                break
+            self.queue.popleft()
+            admitted.append((waiter, replica))
+        return admitted
+
+    def enqueue(self, waiter: Any) -> None:
+        self.queue.append(waiter)
+
+    def expire(self, waiter: Any, now: float) -> Replica | None:
+        """A waiter's time is up: any free slot, even a slow one, else None (refuse it)."""
+        self.remove(waiter)
+        return self._choose(now, (), position=0, budget=0.0)
+
+    def remove(self, waiter: Any) -> None:
+        with contextlib.suppress(ValueError):  # admitted or removed already
+            self.queue.remove(waiter)
+
+    def retry_after(self, now: float) -> int:
+        """Seconds until the queue ahead of a new request is likely drained, from 1 to 60."""
+        self._count(now, 0)
+        rate = (self._counts[0] + self._counts[1]) / (1.0 + min(1.0, now - self._bucket_start))
+        if rate <= 0:
+            return 1 if not self.queue else 10
+        return max(1, min(60, math.ceil((len(self.queue) + 1) / rate)))
+
+    # -- internals ------------------------------------------------------------------------
+    def _choose(self, now: float, exclude: tuple[Replica, ...], position: int, budget: float) -> Replica | None:
+        capacity = self.capacity
+        healthy = [r for r in self.replicas if not r.ejected(now) and r not in exclude]
+        if not healthy:  # every replica ejected: better a doubtful replica than none
+            healthy = [r for r in self.replicas if r not in exclude]
+        free = [r for r in healthy if r.in_flight < capacity]
+        if not free:
+            return None
+        if self.policy == "round_robin":
+            chosen = free[next(self._turn) % len(free)]
+        else:
+            sampled = [r.latency_ms for r in healthy if r.latency_ms > 0]
+            best = min(sampled) if sampled else 0.0
+            chosen = pick_least_loaded(free, now, best, self._rng)
+            if best > 0 and budget > 0:
+                expected = chosen.estimate(now, best)
+                if expected > SLOW_FACTOR * best:
+                    fast = [r for r in healthy if r.estimate(now, best) <= SLOW_FACTOR * best]
+                    wait = expected_wait_ms(fast, capacity, position, now, best)
+                    if wait / 1000 < budget and wait + best < expected:
+                        return None  # a fast replica frees sooner than this one would answer
+        chosen.in_flight += 1
+        return chosen
+
+    def _count(self, now: float, n: int = 1) -> None:
+        if now - self._bucket_start >= 1.0:
+            elapsed = now - self._bucket_start
+            self._counts = [self._counts[1] if elapsed < 2.0 else 0, 0]
+            self._bucket_start = now
+        self._counts[1] += n
+
+    def state(self, now: float) -> dict[str, Any]:
+        return {"queue": len(self.queue), "capacity_per_replica": self.capacity, "policy": self.policy,
+                "replicas": [r.state(now) for r in self.replicas]}
+
+    def __repr__(self) -> str:
+        in_flight = sum(r.in_flight for r in self.replicas)
+        return (f"<DeploymentBalancer {self.key} replicas={len(self.replicas)} in_flight={in_flight} "
+                f"queue={len(self.queue)}>")
