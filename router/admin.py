@@ -1,4 +1,4 @@
-"""The admin app, on its own port and never on the public Service: health and readiness."""
+"""The admin app, on its own port and never on the public Service: health, readiness, debug state."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 
-def build_admin_app(is_ready: Callable[[], bool]) -> Starlette:
+def build_admin_app(is_ready: Callable[[], bool],
+                    deployments: Callable[[], dict[str, object]] = dict) -> Starlette:
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
@@ -19,4 +20,8 @@ def build_admin_app(is_ready: Callable[[], bool]) -> Starlette:
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "not ready"}, status_code=503)
 
-    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz)])
+    async def debug_deployments(request: Request) -> JSONResponse:
+        return JSONResponse(deployments())
+
+    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz),
+                             Route("/debug/deployments", debug_deployments)])

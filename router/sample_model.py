@@ -3,6 +3,8 @@
 Routes:
     GET  /              liveness: 200 {"status": "alive", "name": NAME}
     GET  /swagger.json  an OpenAPI 2.0 document describing POST /score; info.title is NAME
+    GET  /stats         {"name", "in_flight", "peak_in_flight", "served"}: the most requests it ever
+                        had at once proves a router's concurrency caps
     POST /score         waits `latency_ms`, then with probability `fail_rate` answers
                         500 {"error": "injected failure", "name": NAME}; otherwise 200
                         {"name", "bytes", "sha256", "headers"}: the body's length and SHA-256 (hashed
@@ -146,7 +148,8 @@ def _swagger(name: str) -> bytes:
     return json.dumps(document).encode()
 
 
-def build_app(*, name: str = "model", latency_ms: float = 0, fail_rate: float = 0.0) -> Starlette:
+def build_app(*, name: str = "model", latency_ms: float = 0, fail_rate: float = 0.0,
+              log_requests: bool = False) -> Starlette:
     """The sample model's ASGI app; see the module docstring for its routes."""
     if not name:
         raise ValueError("name must not be empty")
@@ -163,7 +166,24 @@ def build_app(*, name: str = "model", latency_ms: float = 0, fail_rate: float = 
     async def swagger_json(request: Request) -> Response:
         return Response(swagger, media_type="application/json")
 
+    stats = {"in_flight": 0, "peak_in_flight": 0, "served": 0}
+
+    async def stats_json(request: Request) -> Response:
+        return _json({"name": name, **stats})
+
     async def score(request: Request) -> Response:
+        stats["in_flight"] += 1
+        stats["peak_in_flight"] = max(stats["peak_in_flight"], stats["in_flight"])
+        if log_requests:
+            print(json.dumps({"event": "request", "name": name, "id": request.headers.get("x-request-id")}),
+                  flush=True)
+        try:
+            return await _score(request)
+        finally:
+            stats["in_flight"] -= 1
+            stats["served"] += 1
+
+    async def _score(request: Request) -> Response:
         query = request.query_params
         try:
             latency = _param(query, "latency_ms", float, float(latency_ms), 0.0, _MAX_LATENCY_MS) / 1000
@@ -210,16 +230,17 @@ def build_app(*, name: str = "model", latency_ms: float = 0, fail_rate: float = 
         Route("/", liveness, methods=["GET"]),
         Route("/swagger.json", swagger_json, methods=["GET"]),
         Route("/score", score, methods=["POST"]),
+        Route("/stats", stats_json, methods=["GET"]),
     ]
     return Starlette(routes=routes)
 
 
 def serve(
     *, host: str = "127.0.0.1", port: int = 0, name: str = "model", latency_ms: float = 0,
-    fail_rate: float = 0.0,
+    fail_rate: float = 0.0, log_requests: bool = False,
 ) -> None:  # fmt: skip
     """Bind host:port, print the `listening` line, serve until SIGTERM or SIGINT. Raises OSError on bind."""
-    app = build_app(name=name, latency_ms=latency_ms, fail_rate=fail_rate)
+    app = build_app(name=name, latency_ms=latency_ms, fail_rate=fail_rate, log_requests=log_requests)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -274,6 +295,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fraction = _bounded(float, 0.0, 1.0, "a number")
     parser.add_argument("--fail-rate", type=fraction, default=0.0, help="share of 500 answers (default 0)")
     parser.add_argument("--name", default="model", help="model name in answers and swagger (default model)")
+    parser.add_argument("--log-requests", action="store_true",
+                        help='print {"event": "request", "id": <x-request-id>} for each POST /score')
 
 
 def run(args: argparse.Namespace) -> int:
@@ -281,7 +304,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.name:
         print("sample-model: --name must not be empty", file=sys.stderr)
         return 2
-    options = {key: getattr(args, key) for key in ("host", "port", "name", "latency_ms", "fail_rate")}
+    options = {key: getattr(args, key) for key in ("host", "port", "name", "latency_ms", "fail_rate", "log_requests")}
     try:
         serve(**options)
     except OSError as exc:

@@ -16,11 +16,13 @@ import signal
 import socket
 import ssl
 from collections.abc import Iterator
+from typing import cast
 
 import uvicorn
 
 from router import logs
 from router.admin import build_admin_app
+from router.balancing.admission import Policy
 from router.balancing.table import RoutingTable
 from router.discovery.file import FileSource
 from router.errors import ConfigError
@@ -78,7 +80,8 @@ class RouterServer:
         """Swap in a routing table for new resources; requests in flight keep their replicas."""
         assert self.plane is not None
         try:
-            table = RoutingTable.build(resources, self.plane.table)
+            table = RoutingTable.build(resources, self.plane.table, now=self.plane.loop.time(),
+                                       policy=cast(Policy, self.settings.balancing_policy))
         except ValueError as exc:
             raise ConfigError([str(exc)]) from None
         for replica in table.added:
@@ -88,6 +91,13 @@ class RouterServer:
         for replica in table.removed:
             if replica.in_flight == 0:
                 replica.pool.close()
+
+    def debug_deployments(self) -> dict[str, object]:
+        """Per deployment and replica: slots in use, queue, latency, ejection (admin /debug/deployments)."""
+        if self.plane is None:
+            return {}
+        now = self.plane.loop.time()
+        return {"/".join(key): balancer.state(now) for key, balancer in self.plane.table.balancers.items()}
 
     async def run(self) -> int:
         settings, loop = self.settings, asyncio.get_running_loop()
@@ -117,8 +127,8 @@ class RouterServer:
             listeners.append(await loop.create_server(tls_protocol, sock=sock, ssl=tls, backlog=2048))
         admin_sock = bind(settings.host, settings.admin_port)
         self.ports["admin_port"] = admin_sock.getsockname()[1]
-        admin = _AdminServer(uvicorn.Config(build_admin_app(lambda: self.ready), log_level="warning",
-                                            access_log=False, lifespan="off"))
+        admin_app = build_admin_app(lambda: self.ready, self.debug_deployments)
+        admin = _AdminServer(uvicorn.Config(admin_app, log_level="warning", access_log=False, lifespan="off"))
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):

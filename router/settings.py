@@ -35,6 +35,8 @@ class RouterSettings:
     drain_timeout: float = 30.0
     # upstream connections idle longer than this are closed (model servers often keep 5 s)
     upstream_idle_timeout: float = 4.0
+    # how a free replica is chosen: least_loaded (load and latency aware) or round_robin
+    balancing_policy: str = "least_loaded"
 
     @property
     def tls_configured(self) -> bool:
@@ -51,6 +53,8 @@ class RouterSettings:
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise ConfigError([f"{name}: must be a port number from 0 to 65535, got {value}"])
+        if self.balancing_policy not in ("least_loaded", "round_robin"):
+            raise ConfigError([f"balancing_policy: must be least_loaded or round_robin, got {self.balancing_policy!r}"])
         if self.max_request_body_bytes < 1:
             raise ConfigError(["max_request_body_bytes: must be at least 1"])
 

@@ -75,20 +75,25 @@ class DeploymentBalancer:
         admitted = []
         while self.queue:
             waiter = self.queue[0]
-            replica = self._choose(now, (), position=0, budget=waiter.deadline - now)
+            replica = self._choose(now, waiter.tried, position=0, budget=waiter.deadline - now)
             if replica is None:
                 break
             self.queue.popleft()
             admitted.append((waiter, replica))
         return admitted
 
-    def enqueue(self, waiter: Any) -> None:
-        self.queue.append(waiter)
+    def enqueue(self, waiter: Any, *, first: bool = False) -> None:
+        """Wait for a slot; `first`: a retry, which already had its turn. Waiters have `deadline`
+        (when waiting ends) and `tried` (replicas not to be given again)."""
+        if first:
+            self.queue.appendleft(waiter)
+        else:
+            self.queue.append(waiter)
 
     def expire(self, waiter: Any, now: float) -> Replica | None:
         """A waiter's time is up: any free slot, even a slow one, else None (refuse it)."""
         self.remove(waiter)
-        return self._choose(now, (), position=0, budget=0.0)
+        return self._choose(now, waiter.tried, position=0, budget=0.0)
 
     def remove(self, waiter: Any) -> None:
         with contextlib.suppress(ValueError):  # admitted or removed already
@@ -108,7 +113,8 @@ class DeploymentBalancer:
         healthy = [r for r in self.replicas if not r.ejected(now) and r not in exclude]
         if not healthy:  # every replica ejected: better a doubtful replica than none
             healthy = [r for r in self.replicas if r not in exclude]
-        free = [r for r in healthy if r.in_flight < capacity]
+        # a replica back from ejection takes one request until it has answered one (half-open)
+        free = [r for r in healthy if r.in_flight < (1 if r.ejections else capacity)]
         if not free:
             return None
         if self.policy == "round_robin":

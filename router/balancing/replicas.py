@@ -49,8 +49,8 @@ class Replica:
         self.started = now  # for slow start
         self.pool: Any = None  # the connection pool, attached by the proxy layer
 
-    def observe(self, latency_ms: float, now: float) -> None:
-        """A time to first byte: the request reached the model and it answered."""
+    def observe(self, latency_ms: float, now: float) -> bool:
+        """A time to first byte: the model answered. True when that ends an ejection."""
         if latency_ms >= self.latency_ms or self.latency_ms == 0.0:
             self.latency_ms = latency_ms
         else:
@@ -59,6 +59,8 @@ class Replica:
         self.consecutive_failures = 0
         if self.ejections and now >= self.ejected_until:
             self.ejections = 0  # healthy again: the next ejection starts short
+            return True
+        return False
 
     def estimate(self, now: float, best: float) -> float:
         """Expected latency in ms, drifting from the last estimate toward `best` while idle."""

@@ -107,9 +107,13 @@ class Exchange:
         elif balancer.max_queue_wait <= 0:
             self._refuse_overload(now)
         else:
-            self.deadline = now + balancer.max_queue_wait
-            balancer.enqueue(self)
-            self._queue_timer = front.loop.call_later(balancer.max_queue_wait, self._on_queue_timeout)
+            self._wait(now)
+
+    def _wait(self, now: float, first: bool = False) -> None:
+        assert self.balancer is not None
+        self.deadline = now + self.balancer.max_queue_wait
+        self.balancer.enqueue(self, first=first)
+        self._queue_timer = self.client.front.loop.call_later(self.balancer.max_queue_wait, self._on_queue_timeout)
 
     def admitted(self, replica: Replica) -> None:
         """The balancer gave this waiting request a slot."""
@@ -240,7 +244,8 @@ class Exchange:
                          content_length: bool) -> None:
         assert self.deployment is not None and self.replica is not None
         now = self.client.front.loop.time()
-        self.replica.observe((now - self.dispatched_at) * 1000, now)
+        if self.replica.observe((now - self.dispatched_at) * 1000, now):
+            logs.event("replica.returned", deployment=self.deployment.name, replica=self.replica.url)
         self.response_started = True
         self.pending = None
         lines = [b"HTTP/1.1 %d %s" % (status, reason)]
@@ -294,15 +299,17 @@ class Exchange:
         if replica.fail(now, may_eject=others):
             logs.event("replica.ejected", level=logging.WARNING, deployment=self.balancer.key, replica=replica.url,
                        seconds=round(replica.ejected_until - now, 1), reason=error.message)
-        if retryable and not self.response_started and self.attempts < MAX_ATTEMPTS and (
+        untried = any(r not in self.tried for r in self.balancer.replicas)
+        if retryable and untried and not self.response_started and self.attempts < MAX_ATTEMPTS and (
                 self.pending is not None or not self.body_bytes):
             self._release_replica(keep_timer=True)
+            logs.event("request.retried", request_id=self.head.request_id.decode(), failed=replica.url)
             again = self.balancer.acquire(now, self.tried, jump=True)
             if again is not None:
-                logs.event("request.retried", request_id=self.head.request_id.decode(), replica=again.url,
-                           failed=replica.url)
                 self._admit(again)
-                return
+            else:  # back to the head of the queue, for another replica's slot
+                self._wait(now, first=True)
+            return
         self._fail(error)
 
     # -- endings --------------------------------------------------------------------------

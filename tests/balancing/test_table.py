@@ -175,7 +175,8 @@ def test_rebuild_keeps_unchanged_replicas_and_reports_the_changes() -> None:
     assert kept.retired is False and green.retired is False
     assert second.added[0].retired is False
     # the deployment's balancer (its queue) is carried over, now with the new replicas
-    assert second.endpoints["mnist"].deployments["blue"].balancer is first.endpoints["mnist"].deployments["blue"].balancer
+    blue = second.endpoints["mnist"].deployments["blue"]
+    assert blue.balancer is first.endpoints["mnist"].deployments["blue"].balancer
 
 
 def test_rebuild_with_the_same_resources_changes_nothing() -> None:
