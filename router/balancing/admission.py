@@ -109,24 +109,30 @@ class DeploymentBalancer:
 
     # -- internals ------------------------------------------------------------------------
     def _choose(self, now: float, exclude: tuple[Replica, ...], position: int, budget: float) -> Replica | None:
-        capacity = self.capacity
-        healthy = [r for r in self.replicas if not r.ejected(now) and r not in exclude]
+        # One pass on the hot path: which replicas are healthy, which have a free slot, the best latency.
+        capacity, free, best, healthy = self.capacity, [], 0.0, 0
+        for r in self.replicas:
+            if r.ejected_until > now or (exclude and r in exclude):
+                continue
+            healthy += 1
+            if r.latency_ms and (not best or r.latency_ms < best):
+                best = r.latency_ms
+            # a replica back from ejection takes one request until it has answered one (half-open)
+            if r.in_flight < (1 if r.ejections else capacity):
+                free.append(r)
         if not healthy:  # every replica ejected: better a doubtful replica than none
-            healthy = [r for r in self.replicas if r not in exclude]
-        # a replica back from ejection takes one request until it has answered one (half-open)
-        free = [r for r in healthy if r.in_flight < (1 if r.ejections else capacity)]
+            free = [r for r in self.replicas if r not in exclude and r.in_flight < capacity]
         if not free:
             return None
         if self.policy == "round_robin":
             chosen = free[next(self._turn) % len(free)]
         else:
-            sampled = [r.latency_ms for r in healthy if r.latency_ms > 0]
-            best = min(sampled) if sampled else 0.0
-            chosen = pick_least_loaded(free, now, best, self._rng)
-            if best > 0 and budget > 0:
+            chosen = free[0] if len(free) == 1 else pick_least_loaded(free, now, best, self._rng)
+            if best and budget > 0 and chosen.latency_ms > SLOW_FACTOR * best:
                 expected = chosen.estimate(now, best)
                 if expected > SLOW_FACTOR * best:
-                    fast = [r for r in healthy if r.estimate(now, best) <= SLOW_FACTOR * best]
+                    fast = [r for r in self.replicas
+                            if not r.ejected(now) and r.estimate(now, best) <= SLOW_FACTOR * best]
                     wait = expected_wait_ms(fast, capacity, position, now, best)
                     if wait / 1000 < budget and wait + best < expected:
                         return None  # a fast replica frees sooner than this one would answer

@@ -102,12 +102,19 @@ class Replica:
 def pick_least_loaded(candidates: list[Replica], now: float, best: float,
                       rng: random.Random) -> Replica:
     """Power of two choices on in-flight load weighted by expected latency and slow start."""
-    if len(candidates) == 1:
+    n = len(candidates)
+    if n == 1:
         return candidates[0]
-    a, b = rng.sample(candidates, 2)
+    if n == 2:
+        a, b = candidates
+    else:
+        i, j = int(rng.random() * n), int(rng.random() * (n - 1))
+        a, b = candidates[i], candidates[j + (j >= i)]
     cost_a = (a.in_flight + 1) * max(a.estimate(now, best), 0.001) / a.share(now)
     cost_b = (b.in_flight + 1) * max(b.estimate(now, best), 0.001) / b.share(now)
-    return a if cost_a <= cost_b else b
+    if cost_a == cost_b:
+        return a if rng.random() < 0.5 else b
+    return a if cost_a < cost_b else b
 
 
 def expected_wait_ms(fast: list[Replica], capacity: int, position: int, now: float, best: float) -> float:
