@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench testssl clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) on PATH (or make PYTHON=...)"; exit 1; }
@@ -31,6 +31,10 @@ test: lint
 
 bench: $(VENV)/.installed
 	$(BIN)/python loadtests/bench.py
+
+# testssl.sh against the TLS port (installs it with apt-get when missing): TLS 1.2+ and strong ciphers only.
+testssl: $(VENV)/.installed
+	$(BIN)/python loadtests/testssl.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

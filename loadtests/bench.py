@@ -4,13 +4,15 @@ It finds (or installs, as root with apt-get) nginx and wrk, starts a fast nginx
 backend, and measures with wrk (1 KiB POSTs, 16 connections by default):
   direct  the backend itself
   nginx   nginx as a reverse proxy with upstream keep-alive
-  router  `inference-router serve` with key auth on
+  router  `inference-router serve` with key auth on, metrics and the access log as in production
+          (`--access-log on|off|sample=F`); then router-nolog (access log off) and router-bare
+          (metrics off too): the differences are what metrics and the access log cost
 Each proxy runs as one process pinned to core 1; wrk and the backend share core 0.
 It prints requests/s, p50, p99 and the proxy's CPU microseconds per request (read
 from /proc: steadier than throughput on a shared machine), then the ratios. The
 machine is shared and noisy, so only ratios measured in the same run mean anything.
 
-    python loadtests/bench.py [--duration 10] [--connections 16] [--body-bytes 1024] [--json]
+    python loadtests/bench.py [--duration 10] [--connections 16] [--body-bytes 1024] [--access-log on] [--json]
 """
 
 from __future__ import annotations
@@ -133,7 +135,7 @@ def measure(args: argparse.Namespace) -> list[Result]:
         script.write_text(f'wrk.method = "POST"\nwrk.body = string.rep("x", {args.body_bytes})\n'
                           f'wrk.headers["Content-Type"] = "application/json"\n'
                           f'wrk.headers["Authorization"] = "Bearer {KEY}"\n')
-        backend_port, nginx_port, router_port = free_port(), free_port(), free_port()
+        backend_port, nginx_port = free_port(), free_port()
         backend = nginx_conf(workdir, "backend", backend_port, f"""
   server {{ listen 127.0.0.1:{backend_port} reuseport; location / {{
       default_type application/json; return 200 '{{"ok": true}}'; }} }}""")
@@ -165,16 +167,21 @@ stringData: {{primaryKey: {KEY}}}
         wait_port(backend_port)
         nginx_proc = subprocess.Popen(["taskset", "-c", "1", nginx, "-c", str(proxy), "-p", str(workdir)])
         procs.append(nginx_proc)
-        router_proc = subprocess.Popen(
-            ["taskset", "-c", "1", sys.executable, "-m", "router.cli", "serve", "--config", str(config),
-             "--allow-insecure-connections", "--host", "127.0.0.1", "--port", str(router_port),
-             "--admin-port", "0"], stderr=subprocess.DEVNULL)
-        procs.append(router_proc)
-        wait_port(nginx_port)
-        wait_port(router_port)
         targets = [("direct", f"http://127.0.0.1:{backend_port}/score", None),
-                   ("nginx", f"http://127.0.0.1:{nginx_port}/score", nginx_proc.pid),
-                   ("router", f"http://127.0.0.1:{router_port}/api/v1/endpoint/bench/score", router_proc.pid)]
+                   ("nginx", f"http://127.0.0.1:{nginx_port}/score", nginx_proc.pid)]
+        for name, telemetry in (("router", {"ROUTER_ACCESS_LOG": args.access_log, "ROUTER_METRICS": "true"}),
+                                ("router-nolog", {"ROUTER_ACCESS_LOG": "off", "ROUTER_METRICS": "true"}),
+                                ("router-bare", {"ROUTER_ACCESS_LOG": "off", "ROUTER_METRICS": "false"})):
+            router_port = free_port()
+            router_proc = subprocess.Popen(  # access log lines to /dev/null: formatted and written all the same
+                ["taskset", "-c", "1", sys.executable, "-m", "router.cli", "serve", "--config", str(config),
+                 "--allow-insecure-connections", "--host", "127.0.0.1", "--port", str(router_port),
+                 "--admin-port", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env={**os.environ, **telemetry})
+            procs.append(router_proc)
+            wait_port(router_port)
+            targets.append((name, f"http://127.0.0.1:{router_port}/api/v1/endpoint/bench/score", router_proc.pid))
+        wait_port(nginx_port)
         results = {}
         for name, url, pid in targets:  # warm up every path first, then measure
             run_wrk(wrk, url, args, script, args.warmup, pid, name)
@@ -198,6 +205,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per target")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--body-bytes", type=int, default=1024)
+    parser.add_argument("--access-log", default="on", help="the router's access log: on, off or sample=F")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     results = measure(args)
@@ -206,16 +214,23 @@ def main() -> int:
               "router/direct": by_name["router"].rps / by_name["direct"].rps}
     if by_name["router"].cpu_us_per_req and by_name["nginx"].cpu_us_per_req:
         ratios["cpu router/nginx"] = by_name["router"].cpu_us_per_req / by_name["nginx"].cpu_us_per_req
+    cpu = {r.name: r.cpu_us_per_req or float("nan") for r in results}
+    costs = {"metrics (cpu/req)": cpu["router-nolog"] / cpu["router-bare"] - 1,
+             f"access log {args.access_log} (cpu/req)": cpu["router"] / cpu["router-nolog"] - 1,
+             "both (cpu/req)": cpu["router"] / cpu["router-bare"] - 1,
+             "both (req/s)": 1 - by_name["router"].rps / by_name["router-bare"].rps}
     if args.json:
-        print(json.dumps({"results": [asdict(r) for r in results], "ratios": ratios}))
+        print(json.dumps({"results": [asdict(r) for r in results], "ratios": ratios, "costs": costs}))
         return 0
     print(f"{args.body_bytes} B POSTs, {args.connections} connections, {args.duration:g} s each")
-    print(f"{'target':<8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>11} {'errors':>7}")
+    print(f"{'target':<12} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>11} {'errors':>7}")
     for r in results:
-        cpu = f"{r.cpu_us_per_req:.1f}" if r.cpu_us_per_req else "-"
-        print(f"{r.name:<8} {r.rps:>10.0f} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f} {cpu:>11} {r.errors:>7}")
+        used = f"{r.cpu_us_per_req:.1f}" if r.cpu_us_per_req else "-"
+        print(f"{r.name:<12} {r.rps:>10.0f} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f} {used:>11} {r.errors:>7}")
     for name, value in ratios.items():
         print(f"{name}: {value:.2f}")
+    for name, value in costs.items():
+        print(f"cost of {name}: {value:+.1%}")
     return 0
 
 

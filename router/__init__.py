@@ -5,9 +5,10 @@ A request's path through the package, top to bottom:
 - `cli` parses the command line; `server` runs the lifecycle (load the first
   configuration, bind, serve, drain on SIGTERM) and `admin` answers health checks
   on a separate port.
-- `discovery` turns a YAML file (later, Kubernetes watches) into validated,
-  immutable resources (`model`); an invalid document is refused with a message
-  naming its field, and the last good state keeps serving.
+- `discovery` turns a YAML file, or Kubernetes watches (`discovery.kubernetes`, the
+  only user of the `kubernetes` client), into validated, immutable resources
+  (`model`); an invalid document is refused with a message naming its field, and
+  the last good state keeps serving.
 - `balancing` builds from those resources one routing table per change (endpoints,
   traffic split, replicas) and makes every routing decision without I/O.
 - `front` is the scoring data plane: an HTTP/1.1 server on asyncio protocols and
@@ -15,7 +16,10 @@ A request's path through the package, top to bottom:
   and replica, and streams the exchange both ways.
 - `proxy` is the only code that talks HTTP to model replicas: pooled keep-alive
   connections, answers parsed with httptools, failures turned into `errors`.
+- `tls` checks certificate pairs (with `cryptography`, only there), builds the
+  hardened server context, and rotates it for new handshakes when the files or the
+  Secret change; `tls.certs` is the `certs` command's tooling.
 
 Lower layers never import higher ones:
-cli → server → {front, admin} → proxy → {discovery, balancing} → {model, errors, settings}.
+cli → server → {front, admin} → proxy → {discovery, balancing, tls} → {model, errors, settings}.
 """

@@ -1,4 +1,4 @@
-"""The `inference-router` command: serve, demo, sample-model."""
+"""The `inference-router` command: serve, demo, sample-model, certs."""
 
 from __future__ import annotations
 
@@ -10,22 +10,58 @@ import uvloop
 
 from router import logs, sample_model, settings
 from router.errors import ConfigError
+from router.tls import certs
 
 
 def _serve(args: argparse.Namespace) -> int:
     from router.discovery.file import FileSource
+    from router.discovery.source import Source
     from router.server import RouterServer
 
     try:
         config = settings.from_arguments(args)
-        if not args.config:
-            raise ConfigError(["serve needs --config FILE (a YAML file of OnlineEndpoint, "
-                               "OnlineDeployment and Secret documents)"])
-        server = RouterServer(config, FileSource(args.config, poll_interval=config.config_poll_interval))
+        if bool(args.config) == bool(args.kubernetes):
+            raise ConfigError(["serve needs one of --config FILE (a YAML file of OnlineEndpoint, "
+                               "OnlineDeployment and Secret documents) or --kubernetes"])
+        if args.kubernetes:
+            from router.discovery.kubernetes import KubernetesSettings, KubernetesSource
+
+            source: Source = KubernetesSource(KubernetesSettings(
+                namespace=args.namespace, kubeconfig=args.kubeconfig,
+                scoring_base_url=f"https://{config.ssl_cname}" if config.ssl_cname else ""))
+        else:
+            source = FileSource(args.config, poll_interval=config.config_poll_interval)
+        server = RouterServer(config, source)
         return uvloop.run(server.run())
     except ConfigError as exc:
         logs.event("start.refused", level=logging.ERROR, problems=exc.problems)
         print("inference-router: " + "\n  ".join(["cannot start:", *exc.problems]), file=sys.stderr)
+        return 2
+
+
+def _token(args: argparse.Namespace) -> int:
+    """Sign a token locally, from the endpoint's Secret in a resources file."""
+    import json
+
+    from router import tokens
+    from router.discovery.documents import load_file
+
+    try:
+        resources = load_file(args.config)
+        endpoint = next((e for e in resources.endpoints if e.name == args.endpoint), None)
+        if endpoint is None:
+            raise ConfigError([f"--endpoint: no OnlineEndpoint {args.endpoint!r} in {args.config}"])
+        if endpoint.auth_mode != "aml_token":
+            raise ConfigError([f"endpoint {args.endpoint!r} uses authMode {endpoint.auth_mode!r}: it takes keys"])
+        secret = next((s for s in resources.secrets if s.namespace == endpoint.namespace
+                       and s.name == endpoint.keys_secret_ref), None)
+        key = tokens.signing_key(secret.data) if secret else None
+        if key is None:
+            raise ConfigError([f"endpoint {args.endpoint!r}: its Secret has no tokenSigningKey or primaryKey"])
+        print(json.dumps(tokens.issue(endpoint.name, key, tokens.parse_ttl(args.ttl))))
+        return 0
+    except ConfigError as exc:
+        print("inference-router token: " + "; ".join(exc.problems), file=sys.stderr)
         return 2
 
 
@@ -39,8 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inference-router", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="serve the resources of a YAML file")
+    serve = commands.add_parser("serve", help="serve the resources of a YAML file or of a cluster")
     serve.add_argument("--config", metavar="FILE", help="OnlineEndpoint, OnlineDeployment, Secret documents")
+    serve.add_argument("--kubernetes", action="store_true", help="watch the resources in a cluster instead")
+    serve.add_argument("--namespace", metavar="NS", help="with --kubernetes: this namespace only (default: all)")
+    serve.add_argument("--kubeconfig", metavar="FILE", help="with --kubernetes: from outside the cluster")
     settings.add_arguments(serve)
     serve.set_defaults(func=_serve)
 
@@ -53,6 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     model = commands.add_parser("sample-model", help="a sample scoring server")
     sample_model.add_arguments(model)
     model.set_defaults(func=sample_model.run)
+
+    certs.add_arguments(commands.add_parser("certs", help="dev certificates, checks, Secret manifests"))
+
+    token = commands.add_parser("token", help="a short-lived token for an aml_token endpoint")
+    token.add_argument("--endpoint", required=True, help="the endpoint the token opens")
+    token.add_argument("--config", required=True, metavar="FILE", help="resources file holding its Secret "
+                       "(in a cluster, use the admin API: POST /token/{endpoint} with a key)")
+    token.add_argument("--ttl", default="1h", help="lifetime: 30m, 1h, ... up to 24h (default 1h)")
+    token.set_defaults(func=_token)
     return parser
 
 

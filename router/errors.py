@@ -37,8 +37,28 @@ class MethodNotAllowed(RouterError):
     status, code = 405, "MethodNotAllowed"
 
 
+class RequestTimeout(RouterError):
+    status, code = 408, "RequestTimeout"
+
+
 class PayloadTooLarge(RouterError):
     status, code = 413, "PayloadTooLarge"
+
+
+class UriTooLong(RouterError):
+    status, code = 414, "UriTooLong"
+
+
+class HeadersTooLarge(RouterError):
+    status, code = 431, "RequestHeaderFieldsTooLarge"
+
+
+class InternalError(RouterError):
+    status, code = 500, "InternalError"
+
+
+class NotImplementedByRouter(RouterError):
+    status, code = 501, "NotImplemented"
 
 
 class BadGateway(RouterError):

@@ -2,7 +2,8 @@
 
 Phases: the first configuration is loaded (an invalid one stops the start); the
 listeners are bound; named root tasks run (the config watcher, the pool sweeper,
-the admin server) and the router reports ready; on SIGTERM or SIGINT it reports not
+the admin server) and the router reports ready (a cluster source: once its first
+full sync is applied); on SIGTERM or SIGINT it reports not
 ready, waits `drain_delay` so load balancers notice, stops accepting, lets requests
 in flight finish within `drain_timeout`, closes the rest and exits 0.
 """
@@ -14,22 +15,26 @@ import contextlib
 import gc
 import signal
 import socket
-import ssl
 from collections.abc import Iterator
-from typing import cast
+from typing import Any, cast
 
 import uvicorn
 
-from router import logs
+from router import logs, metrics, tokens
 from router.admin import build_admin_app
 from router.balancing.admission import Policy
 from router.balancing.table import RoutingTable
 from router.discovery.file import FileSource
-from router.errors import ConfigError
+from router.discovery.source import ServiceReplicas, Source
+from router.errors import BadRequest, ConfigError, NotFound, RouterError
 from router.front.connection import DataPlane
+from router.front.limits import ClientLimits
+from router.front.scoring import authorize
+from router.front.telemetry import Telemetry
 from router.model import Resources
 from router.proxy.upstream import ConnectionPool
 from router.settings import RouterSettings
+from router.tls import HANDSHAKE_TIMEOUT, CertificateWatch
 
 
 class _AdminServer(uvicorn.Server):
@@ -52,19 +57,8 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def server_ssl_context(settings: RouterSettings) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_alpn_protocols(["http/1.1"])
-    try:
-        context.load_cert_chain(str(settings.ssl_cert_pem_file), str(settings.ssl_key_pem_file))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError([f"sslCertPemFile/sslKeyPemFile: cannot load the certificate: {exc}"]) from None
-    return context
-
-
 class RouterServer:
-    def __init__(self, settings: RouterSettings, source: FileSource) -> None:
+    def __init__(self, settings: RouterSettings, source: Source) -> None:
         self.settings = settings
         self.source = source
         self.ready = False
@@ -76,11 +70,11 @@ class RouterServer:
     def stop(self) -> None:
         self._stop.set()
 
-    def apply(self, resources: Resources) -> None:
+    def apply(self, resources: Resources, service_replicas: ServiceReplicas | None = None) -> None:
         """Swap in a routing table for new resources; requests in flight keep their replicas."""
         assert self.plane is not None
         try:
-            table = RoutingTable.build(resources, self.plane.table, now=self.plane.loop.time(),
+            table = RoutingTable.build(resources, self.plane.table, service_replicas, now=self.plane.loop.time(),
                                        policy=cast(Policy, self.settings.balancing_policy))
         except ValueError as exc:
             raise ConfigError([str(exc)]) from None
@@ -88,9 +82,27 @@ class RouterServer:
             replica.pool = ConnectionPool(replica.host, replica.port,
                                           idle_timeout=self.settings.upstream_idle_timeout)
         self.plane.table = table
+        metrics.synced()
         for replica in table.removed:
             if replica.in_flight == 0:
                 replica.pool.close()
+
+    def issue_token(self, endpoint: str, authorization: str, ttl: str) -> tuple[int, dict[str, Any]]:
+        """A token for an `aml_token` endpoint, to a caller that holds one of its keys (admin API)."""
+        route = self.plane.table.endpoints.get(endpoint) if self.plane else None
+        try:
+            if route is None:
+                raise NotFound(f"endpoint {endpoint[:64]!r} not found")
+            authorize(authorization.encode("latin-1"), route.keys)
+            if route.tokens is None:
+                raise BadRequest(f"endpoint {endpoint!r} uses key auth: it takes keys, not tokens")
+            if route.tokens.key is None:
+                raise BadRequest(f"endpoint {endpoint!r} has no token signing key in its Secret")
+            return 200, tokens.issue(endpoint, route.tokens.key, tokens.parse_ttl(ttl))
+        except RouterError as error:
+            return error.status, {"error": {"code": error.code, "message": error.message}}
+        except ConfigError as error:
+            return 400, {"error": {"code": "BadRequest", "message": error.problems[0]}}
 
     def debug_deployments(self) -> dict[str, object]:
         """Per deployment and replica: slots in use, queue, latency, ejection (admin /debug/deployments)."""
@@ -101,12 +113,13 @@ class RouterServer:
 
     async def run(self) -> int:
         settings, loop = self.settings, asyncio.get_running_loop()
-        if settings.ssl_secret:
-            raise ConfigError(["sslSecret: not served by this router version; "
-                               "use sslCertPemFile and sslKeyPemFile"])
-        tls = server_ssl_context(settings) if settings.tls_configured else None
-        resources = self.source.load()
-        self.plane = DataPlane(RoutingTable(), max_body_bytes=settings.max_request_body_bytes)
+        config_path = self.source.path if isinstance(self.source, FileSource) else None
+        # local mode: sslSecret names a Secret document of the config file
+        tls = CertificateWatch.from_settings(settings, config_path=config_path) \
+            if settings.tls_configured else None
+        resources = await self.source.load()
+        telemetry = Telemetry.from_settings(settings, loop)
+        self.plane = DataPlane(RoutingTable(), ClientLimits.from_settings(settings), telemetry=telemetry)
         self.apply(resources)
 
         listeners: list[asyncio.Server] = []
@@ -124,10 +137,13 @@ class RouterServer:
                 conn.scheme = b"https"
                 return conn
 
-            listeners.append(await loop.create_server(tls_protocol, sock=sock, ssl=tls, backlog=2048))
+            listeners.append(await loop.create_server(tls_protocol, sock=sock, ssl=tls.tls.listener, backlog=2048,
+                                                      ssl_handshake_timeout=HANDSHAKE_TIMEOUT))
         admin_sock = bind(settings.host, settings.admin_port)
         self.ports["admin_port"] = admin_sock.getsockname()[1]
-        admin_app = build_admin_app(lambda: self.ready, self.debug_deployments)
+        collector = metrics.RouterCollector(telemetry.stats, lambda: self.plane, self.source)
+        admin_app = build_admin_app(lambda: self.ready and self.source.synced, self.debug_deployments,
+                                    self.issue_token, metrics=lambda: metrics.exposition(collector))
         admin = _AdminServer(uvicorn.Config(admin_app, log_level="warning", access_log=False, lifespan="off"))
 
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -137,7 +153,10 @@ class RouterServer:
             loop.create_task(admin.serve(sockets=[admin_sock]), name="admin-server"),
             loop.create_task(self.source.watch(self.apply), name="config-watch"),
             loop.create_task(self._sweep_pools(), name="pool-sweeper"),
+            loop.create_task(telemetry.run(), name="telemetry-flush"),
         ]
+        if tls is not None:
+            tasks.append(loop.create_task(tls.run(), name="tls-watch"))
         # Everything allocated so far lives as long as the process: keep it out of the
         # collector's scans, and collect the young generation less often (fewer pauses).
         gc.collect()
@@ -152,6 +171,7 @@ class RouterServer:
         for task in tasks[1:]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        telemetry.close()
         logs.event("stopped")
         return 0
 
@@ -178,3 +198,4 @@ class RouterServer:
             assert self.plane is not None
             for replica in self.plane.table.replicas.values():
                 replica.pool.sweep()
+            self.plane.sweep()  # client connections over their time limits

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from router.errors import ConfigError
 
@@ -19,15 +19,17 @@ class RouterSettings:
     allow_insecure_connections: bool = False
     ssl_cert_pem_file: str | None = None
     ssl_key_pem_file: str | None = None
-    ssl_secret: str | None = None
-    ssl_cname: str | None = None
+    ssl_secret: str | None = None  # a Secret with cert.pem and key.pem (local mode: a document of the config file)
+    ssl_cname: str | None = None  # the name clients use: the certificate must cover it
+    # the passphrase of an encrypted sslKeyPemFile; prefer the variable (a flag shows in `ps`)
+    ssl_key_password: str | None = field(default=None, repr=False)
     host: str = "0.0.0.0"
     port: int = 8080  # plain HTTP, only with allow_insecure_connections
     tls_port: int = 8443
     admin_port: int = 9090  # /healthz, /readyz, /metrics: never on the public Service
     # a request body larger than this gets 413; models take tensors, not uploads
     max_request_body_bytes: int = 100 * 1024 * 1024
-    # how often the config file is checked for changes (local mode)
+    # how often the config file (local mode) and the certificate files are checked for changes
     config_poll_interval: float = 0.5
     # on SIGTERM: keep serving this long so load balancers see /readyz fail ...
     drain_delay: float = 0.0
@@ -37,6 +39,21 @@ class RouterSettings:
     upstream_idle_timeout: float = 4.0
     # how a free replica is chosen: least_loaded (load and latency aware) or round_robin
     balancing_policy: str = "least_loaded"
+    # What a client may send; each limit is answered with its own status and JSON body.
+    max_header_count: int = 100  # headers in one request; 431 beyond
+    max_header_bytes: int = 32 * 1024  # request line and headers together; 431 beyond
+    max_url_bytes: int = 8 * 1024  # 414 beyond
+    header_timeout: float = 10.0  # to receive a request's headers: 408 (a silent close if nothing came)
+    body_timeout: float = 30.0  # between two pieces of a request body: 408
+    keepalive_timeout: float = 60.0  # an idle client connection is closed after this
+    max_connections: int = 10_000  # open client connections; a new one beyond gets 503 and is closed
+    trusted_proxies: str = ""  # comma-separated addresses or networks whose X-Forwarded-* are kept
+    # One JSON line per request on stdout: on, off, or sample=F (a share F of successes; errors always)
+    access_log: str = "on"
+    # Per-request counting for /metrics; off only to measure what it costs (loadtests/bench.py)
+    metrics: bool = True
+    # OpenTelemetry span export: off, otlp (OTEL_EXPORTER_OTLP_* variables) or console; needs the otel extra
+    trace_export: str = "off"
 
     @property
     def tls_configured(self) -> bool:
@@ -49,12 +66,21 @@ class RouterSettings:
                                "--allow-insecure-connections (ROUTER_ALLOW_INSECURE_CONNECTIONS=true)"])
         if bool(self.ssl_cert_pem_file) != bool(self.ssl_key_pem_file):
             raise ConfigError(["sslCertPemFile and sslKeyPemFile go together: set both or neither"])
+        if self.ssl_secret and self.ssl_cert_pem_file:
+            raise ConfigError(["sslSecret and sslCertPemFile/sslKeyPemFile are two sources of the "
+                               "certificate: set one of them"])
         for name in ("port", "tls_port", "admin_port"):
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise ConfigError([f"{name}: must be a port number from 0 to 65535, got {value}"])
         if self.balancing_policy not in ("least_loaded", "round_robin"):
             raise ConfigError([f"balancing_policy: must be least_loaded or round_robin, got {self.balancing_policy!r}"])
+        for name in ("max_header_count", "max_header_bytes", "max_url_bytes", "max_connections"):
+            if getattr(self, name) < 1:
+                raise ConfigError([f"{name}: must be at least 1, got {getattr(self, name)}"])
+        for name in ("header_timeout", "body_timeout", "keepalive_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigError([f"{name}: must be a positive number of seconds, got {getattr(self, name)}"])
         if self.max_request_body_bytes < 1:
             raise ConfigError(["max_request_body_bytes: must be at least 1"])
 

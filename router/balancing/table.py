@@ -17,6 +17,7 @@ from router.balancing.admission import DeploymentBalancer, Policy
 from router.balancing.replicas import Replica
 from router.balancing.traffic import TrafficSplit
 from router.model import OnlineDeployment, OnlineEndpoint, Resources
+from router.tokens import TokenChecker, signing_key
 
 ReplicaKey = tuple[str, str, str]  # namespace, deployment, url
 DeploymentKey = tuple[str, str]  # namespace, deployment
@@ -39,14 +40,15 @@ class DeploymentRoute:
 
 
 class EndpointRoute:
-    __slots__ = ("auth_mode", "deployments", "keys", "mirror", "mirror_percent", "name", "spec", "split")
+    __slots__ = ("auth_mode", "deployments", "keys", "mirror", "mirror_percent", "name", "spec", "split", "tokens")
 
     def __init__(self, spec: OnlineEndpoint, keys: tuple[bytes, ...], deployments: dict[str, DeploymentRoute],
-                 previous: EndpointRoute | None = None) -> None:
+                 previous: EndpointRoute | None = None, token_key: bytes | None = None) -> None:
         self.spec = spec
         self.name = spec.name
         self.auth_mode = spec.auth_mode
         self.keys = keys
+        self.tokens = TokenChecker(spec.name, token_key) if spec.auth_mode == "aml_token" else None
         self.deployments = deployments
         self.split: TrafficSplit = (previous.split if previous is not None and previous.spec.traffic == spec.traffic
                                     else TrafficSplit(spec.traffic))
@@ -110,12 +112,14 @@ class RoutingTable:
         endpoints = {}
         for ep in resources.endpoints:
             keys: tuple[bytes, ...] = ()
+            token_key = None
             secret = secrets.get((ep.namespace, ep.keys_secret_ref or ""))
             if secret is not None:
                 keys = tuple(secret.data[k].encode() for k in ("primaryKey", "secondaryKey")
                              if secret.data.get(k))
+                token_key = signing_key(secret.data)
             endpoints[ep.name] = EndpointRoute(ep, keys, by_endpoint.get((ep.namespace, ep.name), {}),
-                                               old_endpoints.get(ep.name))
+                                               old_endpoints.get(ep.name), token_key)
         removed = tuple(r for k, r in old.items() if k not in replicas)
         for replica in removed:
             replica.retired = True

@@ -7,6 +7,8 @@ mirrorTraffic → deployments of that endpoint, keysSecretRef → Secret). A mes
 name it is called `document <n> (<Kind>)`, counting documents from 1. A reference to a
 document that was itself rejected is not reported a second time, and nothing is returned
 unless every document is valid: a source keeps its last good state instead.
+`parse_document` checks one document alone, for the cluster source, which accepts or
+rejects documents one by one.
 """
 
 from __future__ import annotations
@@ -435,6 +437,20 @@ def parse_documents(docs: Iterable[object], *, origin: str = "<input>") -> Resou
         deployments=tuple(v for v in values if isinstance(v, OnlineDeployment)),
         secrets=tuple(v for v in values if isinstance(v, Secret)),
     )
+
+
+def parse_document(doc: object) -> OnlineEndpoint | OnlineDeployment | Secret:
+    """Validate one document alone, without its references to others; raise ConfigError if invalid.
+
+    For sources that accept or reject documents one by one (a cluster), and resolve the
+    references between the accepted ones themselves.
+    """
+    found = _Found()
+    _read_document(1, doc, found)
+    if found.problems:
+        raise ConfigError(list(dict.fromkeys(found.problems)))
+    (value,) = found.objects.values()
+    return cast(OnlineEndpoint | OnlineDeployment | Secret, value)
 
 
 def load_yaml(text: str, *, origin: str) -> Resources:

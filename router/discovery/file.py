@@ -37,10 +37,11 @@ class FileSource:
         self.poll_interval = poll_interval
         self.reloads = 0
         self.rejections = 0
+        self.synced = False  # the whole file was read and applied once
         self._signature: tuple[int, int, int] | None = None
         self._digest = b""
 
-    def load(self) -> Resources:
+    async def load(self) -> Resources:
         """Read and validate the file now (the first load: its errors stop the router)."""
         self._signature = _signature(self.path)
         try:
@@ -48,7 +49,9 @@ class FileSource:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError([f"{self.path}: cannot read: {exc}"]) from None
         self._digest = hashlib.sha256(text.encode()).digest()
-        return load_yaml(text, origin=str(self.path))
+        resources = load_yaml(text, origin=str(self.path))
+        self.synced = True  # the server applies it before it serves
+        return resources
 
     async def watch(self, apply: Callable[[Resources], None]) -> None:
         """Poll for changes forever, handing each valid new version to `apply`."""

@@ -4,36 +4,62 @@ Requests on a connection are answered in order. The request being answered is th
 `current` exchange; requests a client pipelines behind it wait in `pipeline` (with
 reading paused, so a client cannot queue without bound) and start when the one
 before them is done.
+
+The parser (llhttp) refuses ambiguous framing itself: Content-Length with
+Transfer-Encoding, repeated or malformed lengths, obsolete line folding, bare CR or
+LF, bad chunk sizes. The router re-frames every request it forwards (its own
+Content-Length or chunking), so the replica can never read a request differently.
+
+Slow clients: each connection is in one phase (headers, body, busy, idle) since
+a time; `DataPlane.sweep` closes the ones over their phase's limit, once a
+second, instead of arming a timer per request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 from typing import TYPE_CHECKING
 
 import httptools
 
-from router.errors import BadRequest
+from router import logs
+from router.errors import (
+    BadRequest,
+    HeadersTooLarge,
+    InternalError,
+    RequestTimeout,
+    RouterError,
+    ServiceUnavailable,
+    UriTooLong,
+)
 from router.front.exchange import Exchange
+from router.front.limits import ClientLimits
 from router.front.mirror import MirrorGate
 from router.front.responses import error_response
-from router.front.scoring import RequestHead
+from router.front.scoring import RequestHead, new_request_id
+from router.front.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from router.balancing.table import RoutingTable
+
+HEAD, BODY, BUSY, IDLE = 1, 2, 3, 4  # what a connection is waiting for
 
 
 class DataPlane:
     """What every client connection shares: the routing table, limits, and open connections."""
 
-    def __init__(self, table: RoutingTable, *, max_body_bytes: int, scheme: bytes = b"http") -> None:
+    def __init__(self, table: RoutingTable, limits: ClientLimits | None = None, *, scheme: bytes = b"http",
+                 telemetry: Telemetry | None = None) -> None:
         self.table = table
-        self.max_body_bytes = max_body_bytes
+        self.limits = limits or ClientLimits()
+        self.max_body_bytes = self.limits.max_body_bytes
         self.scheme = scheme
         self.loop = asyncio.get_running_loop()
         self.connections: set[ClientConnection] = set()
         self.mirrors = MirrorGate()
+        self.telemetry = telemetry or Telemetry(self.loop, metrics=False)
         self.draining = False
 
     def protocol(self) -> ClientConnection:
@@ -47,10 +73,40 @@ class DataPlane:
             if conn.current is None:
                 conn.close()
 
+    def sweep(self) -> None:
+        """Close connections that sent nothing for longer than their phase allows."""
+        now, limits = self.loop.time(), self.limits
+        for conn in list(self.connections):
+            waited = now - conn.since
+            if conn.phase == HEAD and waited > limits.header_timeout:
+                conn.time_out("the request headers did not arrive in time")
+            elif conn.phase == BODY and waited > limits.body_timeout and conn.reading:
+                conn.time_out("the request body stopped arriving")
+            elif conn.phase == IDLE and waited > limits.keepalive_timeout:
+                conn.close()
+
 
 class ClientConnection(asyncio.Protocol):
-    __slots__ = ("_headers", "_out", "_reading", "_receiving", "_url", "current", "front", "http11",
-                 "parser", "peer_host", "pipeline", "scheme", "transport")
+    __slots__ = (
+        "_head_bytes",
+        "_headers",
+        "_out",
+        "_partial",
+        "_receiving",
+        "_url",
+        "current",
+        "front",
+        "http11",
+        "parser",
+        "peer_host",
+        "phase",
+        "pipeline",
+        "reading",
+        "scheme",
+        "since",
+        "transport",
+        "trusted",
+    )
 
     def __init__(self, front: DataPlane) -> None:
         self.front = front
@@ -58,29 +114,57 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer_host = b""
+        self.trusted = False  # a trusted proxy: its X-Forwarded-* are kept
         self.http11 = True
         self.current: Exchange | None = None
         self.pipeline: collections.deque[Exchange] = collections.deque()
+        self.phase = HEAD
+        self.since = front.loop.time()
+        self.reading = True
         self._receiving: Exchange | None = None
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._reading = True
+        self._head_bytes = 0  # bytes of a request head that is not complete yet (-1: none started)
+        self._partial = 0  # bytes since the last complete header, while a head is incomplete
         self._out: list[bytes] = []
 
     # transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop transports are not asyncio.Transport subclasses
         peer = transport.get_extra_info("peername")
-        self.peer_host = str(peer[0]).encode() if peer else b""
+        host = str(peer[0]) if peer else ""
+        self.peer_host = host.encode()
+        self.trusted = self.front.limits.trusts(host)
+        self._head_bytes = -1
+        if len(self.front.connections) >= self.front.limits.max_connections:
+            self._refuse(ServiceUnavailable("too many open connections", headers=(("retry-after", "1"),)))
+            return
         self.front.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self._head_bytes >= 0:
+            self._partial += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._refuse(BadRequest("protocol upgrades are not supported"))
+            return
+        except httptools.HttpParserCallbackError as exc:
+            error = exc.__context__
+            if not isinstance(error, RouterError):
+                logs.logger.error("request.failed", exc_info=error)
+                error = InternalError("the router failed on this request")
+            self._refuse(error)
+            return
         except httptools.HttpParserError as exc:
             self._refuse(BadRequest(f"malformed HTTP request: {exc}"))
+            return
+        # a head still incomplete: complete headers plus the one being received count against the limit
+        if self._head_bytes >= 0 and self._head_bytes + self._partial > self.front.limits.max_header_bytes:
+            self._refuse(HeadersTooLarge(f"the request headers are over the limit of "
+                                         f"{self.front.limits.max_header_bytes} bytes"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.front.connections.discard(self)
@@ -102,21 +186,36 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
+        self._head_bytes = self._partial = 0
+        if self.current is None:
+            self.phase, self.since = HEAD, self.front.loop.time()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._head_bytes += len(url)
+        if len(self._url) > self.front.limits.max_url_bytes:
+            raise UriTooLong(f"the URL is over the limit of {self.front.limits.max_url_bytes} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
+        self._head_bytes += len(name) + len(value) + 4
+        self._partial = 0
+        limits = self.front.limits
+        if len(self._headers) > limits.max_header_count:
+            raise HeadersTooLarge(f"more than {limits.max_header_count} request headers")
+        if self._head_bytes > limits.max_header_bytes:
+            raise HeadersTooLarge(f"the request headers are over the limit of {limits.max_header_bytes} bytes")
 
     def on_headers_complete(self) -> None:
+        self._head_bytes = -1
         if self.transport is None or self.transport.is_closing():
             return  # a request behind one that closed the connection: never answered
         parser = self.parser
         self.http11 = parser.get_http_version() == "1.1"
-        head = RequestHead(parser.get_method(), self._url, self._headers, parser.should_keep_alive())
+        head = RequestHead(parser.get_method(), self._url, self._headers, parser.should_keep_alive(), self.trusted)
         exchange = self._receiving = Exchange(self, head)
         if self.current is None:
+            self.phase, self.since = BODY, self.front.loop.time()
             self.current = exchange
             exchange.start()
         else:
@@ -124,11 +223,14 @@ class ClientConnection(asyncio.Protocol):
             self.pause_reading()
 
     def on_body(self, body: bytes) -> None:
+        self.since = self.front.loop.time()
         if self._receiving is not None:
             self._receiving.on_request_body(body)
 
     def on_message_complete(self) -> None:
         exchange, self._receiving = self._receiving, None
+        if exchange is self.current:
+            self.phase = BUSY
         if exchange is not None:
             exchange.on_request_end()
 
@@ -153,20 +255,22 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.pipeline:
             self.current = self.pipeline.popleft()
+            self.phase, self.since = (BUSY if self.current.request_complete else BODY), self.front.loop.time()
             self.current.start()
         elif self.front.draining:
             self.close()
         else:
+            self.phase, self.since = (HEAD if self._head_bytes >= 0 else IDLE), self.front.loop.time()
             self.resume_reading()
 
     def pause_reading(self) -> None:
-        if self._reading and self.transport is not None:
-            self._reading = False
+        if self.reading and self.transport is not None:
+            self.reading = False
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if not self._reading and self.transport is not None:
-            self._reading = True
+        if not self.reading and self.transport is not None:
+            self.reading = True
             self.transport.resume_reading()
 
     def close(self) -> None:
@@ -180,17 +284,31 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def _refuse(self, error: BadRequest) -> None:
-        if self.current is not None and self.current.response_done:
+    def time_out(self, reason: str) -> None:
+        if self.phase == HEAD and self._head_bytes <= 0:
+            self.close()  # nothing of a request came: nothing to answer
+        else:
+            self._refuse(RequestTimeout(reason))
+
+    def _refuse(self, error: RouterError) -> None:
+        """Answer with `error` out of the normal flow, and close the connection."""
+        current = self.current
+        if current is not None and current.response_done:
             self.close()  # answered already: what follows is not worth an answer
             return
-        if self.current is not None and self.current.response_started:
+        if current is not None and current.response_started:
             self.abort()  # cannot answer out of turn
             return
-        request_id = self.current.head.request_id if self.current else RequestHead(b"", b"", [], False).request_id
-        if self.current is not None:
-            self.current.on_client_lost()
+        request_id = current.head.request_id if current is not None else new_request_id()
+        if current is not None:
+            current.on_client_lost(error)
             self.current = None
+            if current.deployment is not None:
+                error.deployment = current.deployment.name
+        else:
+            self.front.telemetry.refused(error, request_id, self.peer_host)
+        if error.status >= 500 and not isinstance(error, ServiceUnavailable):
+            logs.event("request.refused", level=logging.ERROR, status=error.status, reason=error.message)
         self.write(error_response(error, request_id, keep_alive=False))
         self.close()
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from router import logs
@@ -34,6 +35,7 @@ from router.errors import BadGateway, GatewayTimeout, PayloadTooLarge, RouterErr
 from router.front.mirror import MirrorCopy
 from router.front.responses import CONTINUE, error_response
 from router.front.scoring import HOP_BY_HOP, SWAGGER, RequestHead, resolve, upstream_head
+from router.front.telemetry import CLIENT_CLOSED
 
 if TYPE_CHECKING:
     from router.balancing.admission import DeploymentBalancer
@@ -49,10 +51,10 @@ MAX_ATTEMPTS = 3  # replicas tried for one request, when nothing was sent to the
 
 
 class Exchange:
-    __slots__ = ("_chunked_response", "_connecting", "_continued", "_queue_timer", "_timer", "attempts",
-                 "balancer", "body_bytes", "client", "deadline", "deployment", "discard", "dispatched_at", "head",
-                 "keep_alive", "mirror", "pending", "pending_bytes", "replica", "request_complete", "request_forwarded",
-                 "response_done", "response_started", "tried", "upstream")
+    __slots__ = ("_chunked_response", "_connecting", "_continued", "_queue_timer", "_timer", "admitted_at", "attempts",
+                 "balancer", "body_bytes", "bytes_out", "client", "deadline", "deployment", "discard", "dispatched_at",
+                 "head", "keep_alive", "mirror", "pending", "pending_bytes", "queued", "replica", "request_complete",
+                 "request_forwarded", "response_done", "response_started", "started", "status", "tried", "upstream")
 
     def __init__(self, client: ClientConnection, head: RequestHead) -> None:
         self.client = client
@@ -70,6 +72,9 @@ class Exchange:
         self.tried: tuple[Replica, ...] = ()
         self.deadline = 0.0  # for the balancer's queue: when waiting ends
         self.dispatched_at = 0.0
+        self.started = self.admitted_at = 0.0  # perf_counter() at start() and at the last admission
+        self.queued = 0.0  # seconds from start() to the first admission
+        self.bytes_out = self.status = 0  # answer body bytes sent to the client; the replica's status
         self.request_complete = self.request_forwarded = False
         self.response_started = self.response_done = False
         self.discard = False  # the request body is read but no longer forwarded
@@ -82,6 +87,7 @@ class Exchange:
     def start(self) -> None:
         front = self.client.front
         head = self.head
+        self.started = perf_counter()
         try:
             head.check(front.max_body_bytes)
             endpoint, deployment, kind = resolve(front.table, head)
@@ -145,6 +151,9 @@ class Exchange:
         self.attempts += 1
         self.tried += (replica,)
         self.dispatched_at = front.loop.time()
+        self.admitted_at = perf_counter()
+        if self.attempts == 1:
+            self.queued = self.admitted_at - self.started
         if self.head.expect_continue and not self.request_complete and not self._continued:
             self._continued = True
             self.client.write(CONTINUE)
@@ -247,6 +256,7 @@ class Exchange:
         if self.replica.observe((now - self.dispatched_at) * 1000, now):
             logs.event("replica.returned", deployment=self.deployment.name, replica=self.replica.url)
         self.response_started = True
+        self.status = status
         self.pending = None
         lines = [b"HTTP/1.1 %d %s" % (status, reason)]
         lines.extend(name + b": " + value for name, value in headers if name not in _RESPONSE_SKIP)
@@ -266,6 +276,7 @@ class Exchange:
         self.client.write(b"\r\n".join(lines) + b"\r\n\r\n")
 
     def on_response_body(self, data: bytes) -> None:
+        self.bytes_out += len(data)
         if self._chunked_response:
             self.client.write(b"%x\r\n%s\r\n" % (len(data), data))
         else:
@@ -283,6 +294,7 @@ class Exchange:
         self.response_done = True
         self.discard = True
         self._release_replica()
+        self.client.front.telemetry.ended(self, self.status)
         self._maybe_done()
 
     def on_upstream_error(self, error: BadGateway, sent: bool) -> None:
@@ -329,6 +341,7 @@ class Exchange:
         if self.response_started:
             self.response_done = True
             self.client.abort()
+            self.client.front.telemetry.ended(self, self.status, error)
         else:
             if self.deployment is not None:
                 error.deployment = self.deployment.name
@@ -343,15 +356,20 @@ class Exchange:
         self.response_started = self.response_done = True
         self.discard = True
         self.pending = None
-        self.client.write(error_response(error, self.head.request_id, self._echo_client_id(),
-                                         keep_alive=self.keep_alive))
+        response = error_response(error, self.head.request_id, self._echo_client_id(), keep_alive=self.keep_alive)
+        self.bytes_out = len(response) - response.index(b"\r\n\r\n") - 4
+        self.client.write(response)
+        self.client.front.telemetry.ended(self, error.status, error)
         self._maybe_done()
 
     def _echo_client_id(self) -> bytes:
         cid = self.head.client_request_id
         return cid if len(cid) <= 40 and cid.replace(b"-", b"").replace(b"_", b"").isalnum() else b""
 
-    def on_client_lost(self) -> None:
+    def on_client_lost(self, error: RouterError | None = None) -> None:
+        """The client went away, or (`error`) the connection is refused before this request was answered."""
+        if not self.response_done:
+            self.client.front.telemetry.ended(self, error.status if error else CLIENT_CLOSED, error)
         self.response_done = True
         self._drop_upstream()
         if self.mirror is not None:

@@ -17,9 +17,11 @@ from router.errors import (
     BadRequest,
     MethodNotAllowed,
     NotFound,
+    NotImplementedByRouter,
     PayloadTooLarge,
     Unauthorized,
 )
+from router.tracing import router_span
 
 GUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 CLIENT_REQUEST_ID = re.compile(rb"[A-Za-z0-9_-]{1,40}")
@@ -30,7 +32,7 @@ HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"tra
 # Request headers the router consumes or sets itself for the replica.
 _CONSUMED = HOP_BY_HOP | {b"host", b"authorization", b"content-length", b"expect", b"x-request-id",
                           b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
-                          b"azureml-model-deployment"}
+                          b"azureml-model-deployment", b"traceparent"}
 
 SCORE, SWAGGER = 1, 2
 
@@ -49,12 +51,13 @@ _PREFIXES = (b"/api/v1/endpoint/", b"/api/v1/service/")
 class RequestHead:
     """One client request's line and headers, read once."""
 
-    __slots__ = ("authorization", "chunked", "client_request_id", "connection_tokens", "content_length",
-                 "expect_continue", "forwarded", "host", "keep_alive", "method", "pinned", "query",
-                 "request_id", "target")
+    __slots__ = ("authorization", "caller_traceparent", "chunked", "client_request_id", "connection_tokens",
+                 "content_length", "expect_continue", "forwarded", "forwarded_for", "forwarded_host", "forwarded_proto",
+                 "host", "keep_alive", "method", "pinned", "query", "request_id", "target", "traceparent",
+                 "transfer_encoding")
 
     def __init__(self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]],
-                 keep_alive: bool) -> None:
+                 keep_alive: bool, trusted: bool = False) -> None:
         self.method = method
         self.keep_alive = keep_alive
         path, _, query = url.partition(b"?")
@@ -64,8 +67,9 @@ class RequestHead:
         self.host = self.authorization = self.pinned = self.client_request_id = b""
         self.content_length: int | None = None
         self.chunked = self.expect_continue = False
-        self.connection_tokens: bytes = b""
-        request_id = b""
+        self.connection_tokens = self.transfer_encoding = b""
+        self.forwarded_for = self.forwarded_proto = self.forwarded_host = b""
+        request_id = self.caller_traceparent = b""
         for name, value in headers:
             if name not in _CONSUMED:
                 if name == b"x-ms-client-request-id":
@@ -79,6 +83,7 @@ class RequestHead:
                 self.content_length = int(value)  # the parser has checked it is one number
             elif name == b"transfer-encoding":
                 self.chunked = True  # the parser refuses any other final coding
+                self.transfer_encoding = value
             elif name == b"x-request-id":
                 request_id = value
             elif name == b"azureml-model-deployment":
@@ -87,7 +92,17 @@ class RequestHead:
                 self.expect_continue = value.lower() == b"100-continue"
             elif name == b"connection":
                 self.connection_tokens = value.lower()
+            elif name == b"traceparent":
+                self.caller_traceparent = value
+            elif trusted:  # X-Forwarded-* from a trusted proxy: kept (and extended)
+                if name == b"x-forwarded-for":
+                    self.forwarded_for = value
+                elif name == b"x-forwarded-proto":
+                    self.forwarded_proto = value
+                elif name == b"x-forwarded-host":
+                    self.forwarded_host = value
         self.request_id = request_id if GUID.fullmatch(request_id) else new_request_id()
+        self.traceparent = router_span(self.caller_traceparent)  # the caller's trace, the router's span
         if self.connection_tokens and self.connection_tokens not in (b"keep-alive", b"close"):
             named = {t.strip() for t in self.connection_tokens.split(b",")}
             self.forwarded = [(n, v) for n, v in self.forwarded if n not in named]
@@ -98,6 +113,9 @@ class RequestHead:
             raise BadRequest("x-ms-client-request-id must be 1 to 40 letters, digits, '-' or '_'")
         if self.content_length is not None and self.content_length > max_body_bytes:
             raise PayloadTooLarge(f"the request body is over the limit of {max_body_bytes} bytes")
+        if self.chunked and self.transfer_encoding.strip().lower() != b"chunked":
+            # a coding the router would drop when it re-frames the body: refuse it rather than alter the request
+            raise NotImplementedByRouter("only 'Transfer-Encoding: chunked' is supported")
 
 
 def parse_target(path: bytes) -> tuple[str, int]:
@@ -113,11 +131,21 @@ def parse_target(path: bytes) -> tuple[str, int]:
     raise NotFound("no such route: use /api/v1/endpoint/{endpoint}/score")
 
 
-def authorize(authorization: bytes, keys: tuple[bytes, ...]) -> None:
+def _shown(name: str) -> str:
+    """A name from the URL, fit for an error message: the router does not echo unbounded input."""
+    return repr(name if len(name) <= 64 else name[:64] + "...")
+
+
+def bearer(authorization: bytes, what: str) -> bytes:
     scheme, _, token = authorization.partition(b" ")
     token = token.strip()
     if scheme.lower() != b"bearer" or not token:
-        raise Unauthorized("missing key: send 'Authorization: Bearer <key>'")
+        raise Unauthorized(f"missing {what}: send 'Authorization: Bearer <{what}>'")
+    return token
+
+
+def authorize(authorization: bytes, keys: tuple[bytes, ...]) -> None:
+    token = bearer(authorization, "key")
     matched = False
     for key in keys:  # compare with every key, so timing does not tell which one matched
         matched |= hmac.compare_digest(token, key)
@@ -130,18 +158,18 @@ def resolve(table: RoutingTable, head: RequestHead) -> tuple[EndpointRoute, Depl
     name, kind = parse_target(head.target)
     endpoint = table.endpoints.get(name)
     if endpoint is None:
-        raise NotFound(f"endpoint {name!r} not found")
+        raise NotFound(f"endpoint {_shown(name)} not found")
     expected = b"POST" if kind == SCORE else b"GET"
     if head.method != expected:
         raise MethodNotAllowed(f"use {expected.decode()} here", headers=(("allow", expected.decode()),))
-    if endpoint.auth_mode != "key":
-        raise Unauthorized(f"endpoint {name!r} uses auth mode {endpoint.auth_mode!r}, "
-                           "which this router does not serve yet")
-    authorize(head.authorization, endpoint.keys)
+    if endpoint.tokens is not None:
+        endpoint.tokens.check(bearer(head.authorization, "token"))
+    else:
+        authorize(head.authorization, endpoint.keys)
     if head.pinned:
         deployment = endpoint.deployments.get(head.pinned.decode("latin-1"))
         if deployment is None:
-            raise NotFound(f"deployment {head.pinned.decode('latin-1')!r} not found "
+            raise NotFound(f"deployment {_shown(head.pinned.decode('latin-1'))} not found "
                            f"in endpoint {name!r}")
     else:
         deployment = endpoint.pick_deployment()
@@ -152,6 +180,7 @@ def resolve(table: RoutingTable, head: RequestHead) -> tuple[EndpointRoute, Depl
 
 def upstream_head(head: RequestHead, host_header: bytes, peer_host: bytes, scheme: bytes,
                   content_length: int | None = None) -> bytes:
+    # X-Forwarded-* are the router's own, unless the client is a trusted proxy (then extended)
     """The request line and headers for the replica: the client's, less what the router owns."""
     lines = [head.method + b" " + head.target + (b"?" + head.query if head.query else b"") + b" HTTP/1.1",
              b"host: " + host_header]
@@ -165,8 +194,9 @@ def upstream_head(head: RequestHead, host_header: bytes, peer_host: bytes, schem
     elif head.method == b"POST":
         lines.append(b"content-length: 0")
     lines.append(b"x-request-id: " + head.request_id)
-    lines.append(b"x-forwarded-for: " + peer_host)
-    lines.append(b"x-forwarded-proto: " + scheme)
-    if head.host:
-        lines.append(b"x-forwarded-host: " + head.host)
+    lines.append(b"traceparent: " + head.traceparent)
+    lines.append(b"x-forwarded-for: " + (head.forwarded_for + b", " + peer_host if head.forwarded_for else peer_host))
+    lines.append(b"x-forwarded-proto: " + (head.forwarded_proto or scheme))
+    if head.forwarded_host or head.host:
+        lines.append(b"x-forwarded-host: " + (head.forwarded_host or head.host))
     return b"\r\n".join(lines) + b"\r\n\r\n"

@@ -219,7 +219,8 @@ def test_request_id_rules(blue_green: RouterProcess) -> None:
         assert "x-ms-client-request-id" not in r.headers
     traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     r = score(blue_green, headers={"traceparent": traceparent}, content=b"{}")
-    assert r.json()["headers"]["traceparent"] == traceparent
+    sent = r.json()["headers"]["traceparent"]  # the same trace, with the router's span as the parent
+    assert sent[:36] == traceparent[:36] and sent[52:] == traceparent[52:] and sent[36:52] != traceparent[36:52]
     ids = {score(blue_green, content=b"{}").headers["x-request-id"] for _ in range(20)}
     assert len(ids) == 20
 

@@ -20,10 +20,11 @@ def test_bench_measures_direct_nginx_and_router() -> None:
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
     results = {r["name"]: r for r in report["results"]}
-    assert set(results) == {"direct", "nginx", "router"}
+    assert set(results) == {"direct", "nginx", "router", "router-nolog", "router-bare"}
     for result in results.values():
         assert result["rps"] > 100, result
         assert result["errors"] == 0, result
         assert 0 < result["p50_ms"] <= result["p99_ms"]
     assert results["router"]["cpu_us_per_req"] > 0 and results["nginx"]["cpu_us_per_req"] > 0
     assert set(report["ratios"]) >= {"router/nginx", "router/direct"}
+    assert len(report["costs"]) == 4 and all(-1 < cost < 1 for cost in report["costs"].values()), report["costs"]

@@ -1,0 +1,107 @@
+"""The access log: one JSON line per request, written in batches off the hot path.
+
+The data plane appends one tuple (`Record`) per finished request to a list; a periodic
+task formats the batch and writes it in one call (stdout by default, where a container
+runtime collects it), so the request path never formats or writes a line. Errors
+(status 400 and up) are always logged; `sample=F` keeps a share F of the others.
+
+A line, in this order (times in milliseconds; null where a step did not happen):
+
+    {"time": 1717171717.123, "event": "access", "request_id": "...", "client_request_id": null,
+     "trace_id": "...", "client": "10.0.0.7", "method": "POST", "endpoint": "mnist",
+     "deployment": "blue", "replica": "http://10.1.2.3:5001", "status": 200, "bytes_in": 1024,
+     "bytes_out": 57, "queue_ms": 0.012, "upstream_ms": 3.1, "total_ms": 3.4, "retries": 0,
+     "error": null}
+
+No header is logged besides the ids: keys, tokens and the Authorization header never are.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from typing import BinaryIO
+
+from router.errors import ConfigError
+
+# end (loop time), request id, client request id, traceparent sent upstream, method, endpoint, deployment,
+# replica, status, bytes in, bytes out, queue s, upstream s, total s, retries, error code, client address,
+# traceparent received
+Record = tuple[float, bytes, bytes, bytes, bytes, str, str, str, int, int, int, float, float, float, int, str,
+               bytes, bytes]
+
+_LINE = (b'{"time": %.3f, "event": "access", "request_id": "%s", "client_request_id": %s, "trace_id": %s, '
+         b'"client": %s, "method": %s, "endpoint": %s, "deployment": %s, "replica": %s, "status": %d, '
+         b'"bytes_in": %d, "bytes_out": %d, "queue_ms": %s, "upstream_ms": %s, "total_ms": %.3f, "retries": %d, '
+         b'"error": %s}\n')
+_QUOTED: dict[str | bytes, bytes] = {}  # JSON strings of the few values that repeat: names, replicas, addresses
+_QUOTED_MAX = 10_000
+
+
+def parse_mode(mode: str) -> float:
+    """The share of successful requests logged: "on" 1, "off" 0, "sample=F" F (0 < F <= 1)."""
+    text = mode.strip().lower()
+    if text in ("on", "true"):
+        return 1.0
+    if text in ("off", "false"):
+        return 0.0
+    if text.startswith("sample="):
+        try:
+            share = float(text[7:])
+        except ValueError:
+            share = -1.0
+        if 0.0 < share <= 1.0:
+            return share
+    raise ConfigError([f"access_log: must be on, off or sample=F with 0 < F <= 1, got {mode!r}"])
+
+
+def _json(value: str | bytes) -> bytes:
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    return json.dumps(text).encode() if text else b"null"
+
+
+def _quoted(value: str | bytes) -> bytes:
+    quoted = _QUOTED.get(value)
+    if quoted is None:
+        quoted = _json(value)
+        if len(_QUOTED) < _QUOTED_MAX:
+            _QUOTED[value] = quoted
+    return quoted
+
+
+def format_line(r: Record, clock_offset: float) -> bytes:
+    """One record as a JSON line; `clock_offset` turns `perf_counter()` time into Unix time."""
+    trace_id = r[3][3:35]
+    return _LINE % (r[0] + clock_offset, r[1], _json(r[2]) if r[2] else b"null",
+                    b'"%s"' % trace_id if trace_id else b"null", _quoted(r[16]), _quoted(r[4]), _quoted(r[5]),
+                    _quoted(r[6]), _quoted(r[7]), r[8], r[9], r[10],
+                    b"%.3f" % (r[11] * 1000) if r[11] >= 0 else b"null",
+                    b"%.3f" % (r[12] * 1000) if r[12] >= 0 else b"null", r[13] * 1000, r[14], _quoted(r[15]))
+
+
+class AccessLog:
+    """Which requests are logged, and where the lines go."""
+
+    def __init__(self, sample: float = 1.0, stream: BinaryIO | None = None) -> None:
+        self.sample = sample
+        self.stream = stream
+        self.lines = 0
+
+    @classmethod
+    def from_setting(cls, mode: str) -> AccessLog | None:
+        sample = parse_mode(mode)
+        return cls(sample) if sample > 0 else None
+
+    def keeps(self, status: int) -> bool:
+        return status >= 400 or self.sample >= 1.0 or random.random() < self.sample
+
+    def write(self, records: list[Record], clock_offset: float) -> None:
+        if records:
+            stream = self.stream or sys.stdout.buffer
+            stream.write(b"".join([format_line(r, clock_offset) for r in records]))
+            stream.flush()
+            self.lines += len(records)
+
+    def __repr__(self) -> str:
+        return f"<AccessLog sample={self.sample:g} lines={self.lines}>"

@@ -1,0 +1,245 @@
+"""From the watched objects to what the router serves: pure functions, no I/O.
+
+A cluster is edited one object at a time, in any order, so it is never "one document set"
+the way a file is. Each object is therefore validated alone (`documents.parse_document`):
+a valid one is accepted; an invalid one is rejected and its last accepted version, if the
+router saw one, keeps serving (DESIGN §2: the last good state keeps serving, per object).
+The references between accepted objects are then resolved leniently, since a reference
+to an object not created yet, or just deleted, is a normal moment in a cluster:
+
+- a deployment whose endpoint does not exist is not routed (it waits for it);
+- a traffic or mirror share naming a deployment that does not exist (or belongs to another
+  endpoint) is dropped, so the endpoint's other deployments take the traffic;
+- an endpoint whose keys Secret is missing is routed with no key: every call gets 401;
+- of two endpoints with one name in two namespaces (scoring URLs carry the name only),
+  the older one is routed and the newer one rejected.
+
+Every such decision is written into the object's `Report`, the input of its status.
+Replicas of a Service-backed deployment are the ready, not terminating addresses of the
+Service's EndpointSlices, on the slice port that matches the deployment's port.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from router.discovery.documents import parse_document
+from router.discovery.kubernetes.api import ONLINE_DEPLOYMENTS, ONLINE_ENDPOINTS, SECRETS, Kind, Obj
+from router.discovery.source import ServiceKey
+from router.errors import ConfigError
+from router.model import OnlineDeployment, OnlineEndpoint, Resources, Secret
+
+ResourceKey = tuple[str, str, str]  # kind, namespace, name
+Value = OnlineEndpoint | OnlineDeployment | Secret
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """One object's validation: its version, why it was rejected, and its last accepted value."""
+
+    version: str
+    problems: tuple[str, ...]
+    accepted: Value | None  # this version when it has no problems, else the last accepted one
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Report:
+    """What the router made of one custom resource: the input of its status."""
+
+    problems: tuple[str, ...] = ()  # why its current spec is rejected
+    serving: bool = False  # an accepted version of it is routed
+    waiting: tuple[str, ...] = ()  # what keeps it from being fully ready
+    ready_replicas: int = 0
+    deployments: Mapping[str, int] = field(default_factory=dict)  # an endpoint's ready replicas per deployment
+
+    @property
+    def ready(self) -> bool:
+        return self.serving and not self.waiting
+
+
+@dataclass(frozen=True, slots=True)
+class Assembly:
+    resources: Resources
+    service_replicas: Mapping[ServiceKey, tuple[str, ...]]
+    reports: Mapping[ResourceKey, Report]
+    services: frozenset[ServiceKey]  # the Services whose EndpointSlices to watch
+    secrets: frozenset[tuple[str, str]]  # the Secrets (namespace, name) to watch
+
+
+def parse_objects(kind: Kind, objects: Iterable[Obj], previous: Mapping[ResourceKey, Parsed]
+                  ) -> dict[ResourceKey, Parsed]:
+    """Validate each object alone; an unchanged version is not validated again."""
+    parsed: dict[ResourceKey, Parsed] = {}
+    for obj in objects:
+        meta = obj.get("metadata") or {}
+        key = (kind.kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        version = str(meta.get("resourceVersion") or "")
+        before = previous.get(key)
+        if before is not None and before.version == version:
+            parsed[key] = before
+            continue
+        try:  # list items of built-in kinds carry no kind: the validator needs it
+            value = parse_document({**obj, "apiVersion": kind.api_version, "kind": kind.kind})
+            parsed[key] = Parsed(version, (), value)
+        except ConfigError as exc:
+            parsed[key] = Parsed(version, tuple(exc.problems), before.accepted if before else None)
+    return parsed
+
+
+def ready_urls(slices: Iterable[Obj], port: int | str) -> tuple[str, ...]:
+    """`http://address:port` of every ready, not terminating endpoint in a Service's slices."""
+    urls: dict[str, None] = {}
+    for piece in sorted(slices, key=lambda s: str(s["metadata"]["name"])):
+        number = _slice_port(piece.get("ports") or [], port)
+        if number is None or piece.get("addressType") not in ("IPv4", "IPv6", "FQDN"):
+            continue
+        for endpoint in piece.get("endpoints") or []:
+            conditions = endpoint.get("conditions") or {}
+            addresses = endpoint.get("addresses") or []
+            # `ready` unset means ready, `terminating` unset means not (EndpointConditions);
+            # the addresses of one endpoint are interchangeable: the first one serves.
+            if conditions.get("ready") is False or conditions.get("terminating") is True or not addresses:
+                continue
+            host = f"[{addresses[0]}]" if ":" in addresses[0] else addresses[0]
+            urls[f"http://{host}:{number}"] = None
+    return tuple(sorted(urls))
+
+
+def _slice_port(ports: list[Obj], wanted: int | str) -> int | None:
+    """The slice's TCP port for the deployment's Service port, given by name or number.
+
+    A slice lists target ports under the Service port's name; a single-port Service
+    whose target port differs from its port has one slice port with another number,
+    which is still the one meant.
+    """
+    tcp = [p for p in ports if (p.get("protocol") or "TCP") == "TCP" and isinstance(p.get("port"), int)]
+    for p in tcp:
+        if (isinstance(wanted, str) and p.get("name") == wanted) or (isinstance(wanted, int) and p["port"] == wanted):
+            return int(p["port"])
+    return int(tcp[0]["port"]) if isinstance(wanted, int) and len(tcp) == 1 else None
+
+
+def assemble(raw: Mapping[str, Iterable[Obj]], parsed: Mapping[ResourceKey, Parsed],
+             slices: Iterable[Obj]) -> Assembly:
+    """The routed state and every custom resource's report, from validated objects and slices.
+
+    `raw` holds the objects by kind name (for their creation times); `parsed` comes from
+    `parse_objects` over the same objects.
+    """
+    created = {(kind, str(o["metadata"].get("namespace")), str(o["metadata"]["name"])):
+               str(o["metadata"].get("creationTimestamp") or "") for kind, objs in raw.items() for o in objs}
+    problems: dict[ResourceKey, list[str]] = {k: list(p.problems) for k, p in parsed.items()
+                                              if k[0] != SECRETS.kind}
+    waiting: dict[ResourceKey, list[str]] = {k: [] for k in problems}
+    accepted = {k: p.accepted for k, p in parsed.items() if p.accepted is not None}
+
+    endpoints = _unique_endpoint_names(
+        {k: v for k, v in accepted.items() if isinstance(v, OnlineEndpoint)}, created, problems)
+    deployments = {k: v for k, v in accepted.items() if isinstance(v, OnlineDeployment)}
+    secrets = {(v.namespace, v.name): v for v in accepted.values() if isinstance(v, Secret)}
+    by_slice_service: dict[ServiceKey, list[Obj]] = {}
+    for piece in slices:
+        meta = piece["metadata"]
+        service = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
+        if service:
+            by_slice_service.setdefault((str(meta.get("namespace")), str(service)), []).append(piece)
+
+    service_replicas: dict[ServiceKey, tuple[str, ...]] = {}
+    service_ports: dict[ServiceKey, tuple[int | str, str]] = {}
+    ready: dict[ResourceKey, int] = {}
+    attached: dict[tuple[str, str], dict[str, OnlineDeployment]] = {}
+    for key, dep in sorted(deployments.items()):
+        notes = waiting[key]
+        if dep.service is not None:
+            service = (dep.namespace, dep.service.name)
+            port, user = service_ports.setdefault(service, (dep.service.port, dep.name))
+            if port != dep.service.port:
+                notes.append(f"spec.backend.service: Service {dep.service.name!r} is used with port {port!r} "
+                             f"by deployment {user!r}; one Service serves one port here")
+                continue
+            service_replicas[service] = ready_urls(by_slice_service.get(service, ()), port)
+            ready[key] = len(service_replicas[service])
+        else:
+            ready[key] = len(dep.urls or ())
+        if (ONLINE_ENDPOINTS.kind, dep.namespace, dep.endpoint_name) not in endpoints:
+            notes.append(f"spec.endpointName: no OnlineEndpoint {dep.endpoint_name!r} in namespace "
+                         f"{dep.namespace!r}")
+            continue
+        attached.setdefault((dep.namespace, dep.endpoint_name), {})[dep.name] = dep
+        if ready[key] == 0:
+            notes.append("no ready replica" + (f" in the EndpointSlices of Service {dep.service.name!r}"
+                                               if dep.service else ""))
+
+    routed: list[OnlineEndpoint] = []
+    for key, ep in sorted(endpoints.items()):
+        own = attached.get((ep.namespace, ep.name), {})
+        ep = _resolve_shares(ep, own, deployments, waiting[key])
+        routed.append(ep)
+        for name, share in ep.traffic.items():
+            if share and not ready.get((ONLINE_DEPLOYMENTS.kind, ep.namespace, name)):
+                waiting[key].append(f"spec.traffic.{name}: deployment {name!r} has no ready replica")
+        secret = secrets.get((ep.namespace, ep.keys_secret_ref or ""))
+        if ep.keys_secret_ref and secret is None:
+            waiting[key].append(f"spec.keysSecretRef: no Secret {ep.keys_secret_ref!r} in namespace "
+                                f"{ep.namespace!r}: every call is refused")
+        elif secret is not None and not (secret.data.get("primaryKey") or secret.data.get("secondaryKey")):
+            waiting[key].append(f"spec.keysSecretRef: Secret {ep.keys_secret_ref!r} has neither a primaryKey "
+                                "nor a secondaryKey: every call is refused")
+
+    serving = {(ONLINE_ENDPOINTS.kind, ep.namespace, ep.name) for ep in routed} | {
+        (ONLINE_DEPLOYMENTS.kind, dep.namespace, dep.name) for own in attached.values() for dep in own.values()}
+    reports = {}
+    for key in problems:
+        counts: dict[str, int] = {}
+        if key[0] == ONLINE_ENDPOINTS.kind:
+            counts = {d.name: ready[(ONLINE_DEPLOYMENTS.kind, d.namespace, d.name)]
+                      for d in attached.get((key[1], key[2]), {}).values()}
+        reports[key] = Report(problems=tuple(problems[key]), serving=key in serving, waiting=tuple(waiting[key]),
+                              ready_replicas=sum(counts.values()) if key[0] == ONLINE_ENDPOINTS.kind
+                              else ready.get(key, 0), deployments=MappingProxyType(counts))
+    used_secrets = {(ep.namespace, ep.keys_secret_ref) for ep in routed if ep.keys_secret_ref}
+    resources = Resources(
+        endpoints=tuple(routed),
+        deployments=tuple(dep for own in attached.values() for dep in own.values()),
+        secrets=tuple(s for k, s in sorted(secrets.items()) if k in used_secrets),
+    )
+    return Assembly(resources, MappingProxyType(service_replicas), MappingProxyType(reports),
+                    frozenset(service_ports), frozenset((ep.namespace, ep.keys_secret_ref) for ep in
+                                                        endpoints.values() if ep.keys_secret_ref))
+
+
+def _unique_endpoint_names(endpoints: dict[ResourceKey, OnlineEndpoint], created: Mapping[ResourceKey, str],
+                           problems: dict[ResourceKey, list[str]]) -> dict[ResourceKey, OnlineEndpoint]:
+    """Of endpoints sharing a name, the oldest (then the first namespace) is kept; the others are rejected."""
+    kept: dict[str, ResourceKey] = {}
+    for key in sorted(endpoints, key=lambda k: (created.get(k, ""), k)):
+        winner = kept.setdefault(key[2], key)
+        if winner != key:
+            problems[key].append(f"metadata.name: endpoint name also used in namespace {winner[1]!r} (older); "
+                                 "scoring URLs carry only the endpoint name")
+    return {key: endpoints[key] for key in kept.values()}
+
+
+def _resolve_shares(ep: OnlineEndpoint, own: Mapping[str, OnlineDeployment],
+                    deployments: Mapping[ResourceKey, OnlineDeployment], notes: list[str]) -> OnlineEndpoint:
+    """The endpoint with shares of deployments that are not its own dropped, each noted."""
+    kept: dict[str, dict[str, int]] = {"traffic": {}, "mirrorTraffic": {}}
+    for field_name, shares in (("traffic", ep.traffic), ("mirrorTraffic", ep.mirror_traffic)):
+        for name, share in shares.items():
+            if name in own:
+                kept[field_name][name] = share
+                continue
+            other = deployments.get((ONLINE_DEPLOYMENTS.kind, ep.namespace, name))
+            why = (f"no OnlineDeployment {name!r} in namespace {ep.namespace!r}" if other is None
+                   else f"deployment {name!r} belongs to endpoint {other.endpoint_name!r}"
+                   if other.endpoint_name != ep.name else f"deployment {name!r} is not routed (see its status)")
+            if share:
+                notes.append(f"spec.{field_name}.{name}: {why}; its {share}% is not routed")
+    if kept["traffic"] == dict(ep.traffic) and kept["mirrorTraffic"] == dict(ep.mirror_traffic):
+        return ep
+    return dataclasses.replace(ep, traffic=MappingProxyType(kept["traffic"]),
+                               mirror_traffic=MappingProxyType(kept["mirrorTraffic"]))

@@ -1,0 +1,207 @@
+"""The cluster source: watches in, one routing state out, status back.
+
+Two reflectors always run, for OnlineEndpoints and OnlineDeployments (in one namespace or
+all). The accepted objects decide what else to watch: the EndpointSlices of each Service a
+deployment names (label `kubernetes.io/service-name`) and each Secret an endpoint names
+(field `metadata.name`), one reflector each, started and stopped as references come and go.
+Every change wakes one loop, which waits for the burst to settle, assembles the state from
+all the copies (`assembly`), applies it if it differs from the last one, and hands the
+reports to the status writer. A change that starts to reference a Service or Secret is
+applied once that reflector has listed (or after `reference_sync_s`), so that a new
+deployment never routes before its replicas are known. The router reports synced, and so
+ready, after the first state assembled from complete lists has been applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from router import logs
+from router.discovery.kubernetes.api import (
+    ENDPOINT_SLICES,
+    ONLINE_DEPLOYMENTS,
+    ONLINE_ENDPOINTS,
+    SECRETS,
+    KubeApi,
+    Obj,
+)
+from router.discovery.kubernetes.assembly import Assembly, Parsed, ResourceKey, assemble, parse_objects
+from router.discovery.kubernetes.lease import LeaderElector
+from router.discovery.kubernetes.reflector import Reflector, Selection
+from router.discovery.kubernetes.settings import KubernetesSettings
+from router.discovery.kubernetes.status import StatusWriter
+from router.discovery.source import Apply, ServiceKey, ServiceReplicas
+from router.errors import ConfigError
+from router.model import Resources
+
+
+@dataclass
+class _Watched:
+    reflector: Reflector
+    task: asyncio.Task[None]
+    started: float
+
+
+class KubernetesSource:
+    def __init__(self, settings: KubernetesSettings, *, identity: str | None = None) -> None:
+        self.settings = settings
+        self.identity = identity or f"{socket.gethostname()}-{os.getpid()}"
+        self.synced = False
+        self.applied = 0  # routing states handed to the server
+        self.rejections = 0  # objects rejected (each new set of problems counts once)
+        self._api: KubeApi | None = None
+        self._changed = asyncio.Event()
+        self._roots: dict[str, _Watched] = {}
+        self._references: dict[tuple[str, str, str], _Watched] = {}  # (kind, namespace, name) → its watch
+        self._parsed: dict[ResourceKey, Parsed] = {}
+        self._reported: dict[ResourceKey, tuple[str, ...]] = {}
+        self._last: tuple[Resources, ServiceReplicas] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def reloads(self) -> int:
+        """States applied after the first (the file source's count of the same name)."""
+        return max(0, self.applied - 1)
+
+    def __repr__(self) -> str:
+        state = "synced" if self.synced else "syncing"
+        return (f"<KubernetesSource {self.settings.namespace or '(all namespaces)'} {state} "
+                f"watches={len(self._roots) + len(self._references)} applied={self.applied}>")
+
+    async def load(self) -> Resources:
+        """Connect (a kubeconfig that does not work stops the start); the state comes through `watch`."""
+        self._api = await KubeApi.connect(self.settings.kubeconfig,
+                                          request_timeout_s=self.settings.watch.request_timeout_s)
+        logs.event("kubernetes.connecting", namespace=self.settings.namespace or "(all)",
+                   identity=self.identity)
+        return Resources()
+
+    async def watch(self, apply: Apply) -> None:
+        api = self._api
+        if api is None:
+            raise RuntimeError("KubernetesSource.load() first")
+        settings = self.settings
+        elector = LeaderElector(api, settings.namespace or api.namespace, self.identity, settings.lease,
+                                on_change=lambda _: writer.wake())
+        writer = StatusWriter(api, self._lookup, lambda: elector.is_leader,
+                              scoring_base_url=settings.scoring_base_url, settings=settings.watch)
+        for kind in (ONLINE_ENDPOINTS, ONLINE_DEPLOYMENTS):
+            self._roots[kind.kind] = self._start(Selection(kind=kind, namespace=settings.namespace))
+        self._spawn(elector.run(), "kubernetes-lease")
+        self._spawn(writer.run(), "kubernetes-status")
+        try:
+            while True:
+                await self._changed.wait()
+                await asyncio.sleep(settings.settle_s)
+                self._changed.clear()
+                try:
+                    assembly = self._assemble()
+                except Exception as exc:  # a bug must not end discovery: the last state keeps serving
+                    logs.event("kubernetes.assembly_failed", level=logging.ERROR, error=repr(exc))
+                    continue
+                if assembly is not None:
+                    self._apply(apply, assembly)
+                    writer.offer(assembly.reports)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await elector.release()
+            await api.close()
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _start(self, selection: Selection) -> _Watched:
+        assert self._api is not None
+        reflector = Reflector(self._api, selection, self._changed.set, self.settings.watch)
+        task = self._spawn(reflector.run(), f"kubernetes-watch {selection}")
+        return _Watched(reflector, task, asyncio.get_running_loop().time())
+
+    def _lookup(self, key: ResourceKey) -> Obj | None:
+        root = self._roots.get(key[0])
+        return None if root is None else root.reflector.objects.get((key[1], key[2]))
+
+    def _assemble(self) -> Assembly | None:
+        """The state from complete copies, or None while some copy is still being listed."""
+        if not all(root.reflector.synced for root in self._roots.values()):
+            return None
+        raw = {kind: list(root.reflector.objects.values()) for kind, root in self._roots.items()}
+        raw[SECRETS.kind] = [o for (kind, _, _), w in self._references.items() if kind == SECRETS.kind
+                             for o in w.reflector.objects.values()]
+        parsed: dict[ResourceKey, Parsed] = {}
+        for kind in (ONLINE_ENDPOINTS, ONLINE_DEPLOYMENTS, SECRETS):
+            parsed.update(parse_objects(kind, raw[kind.kind], self._parsed))
+        self._parsed = parsed
+        slices = [o for (kind, _, _), w in self._references.items() if kind == ENDPOINT_SLICES.kind
+                  for o in w.reflector.objects.values()]
+        assembly = assemble(raw, parsed, slices)
+        self._follow(assembly.services, assembly.secrets)
+        loop = asyncio.get_running_loop()
+        waiting = [w.started for w in self._references.values() if not w.reflector.synced]
+        if waiting and loop.time() - min(waiting) < self.settings.reference_sync_s:
+            loop.call_later(self.settings.reference_sync_s - (loop.time() - min(waiting)), self._changed.set)
+            return None  # applied once the new references are listed (their first list wakes the loop)
+        self._report(parsed)
+        return assembly
+
+    def _follow(self, services: frozenset[ServiceKey], secrets: frozenset[tuple[str, str]]) -> None:
+        """Start a watch for each newly referenced Service and Secret, stop those no longer referenced."""
+        wanted = {(ENDPOINT_SLICES.kind, ns, name) for ns, name in services} | {
+            (SECRETS.kind, ns, name) for ns, name in secrets}
+        for key in wanted - self._references.keys():
+            kind, namespace, name = key
+            if kind == SECRETS.kind:
+                selection = Selection(kind=SECRETS, namespace=namespace, fields=f"metadata.name={name}")
+            else:
+                selection = Selection(kind=ENDPOINT_SLICES, namespace=namespace,
+                                      labels=f"kubernetes.io/service-name={name}")
+            self._references[key] = self._start(selection)
+        for key in self._references.keys() - wanted:
+            self._references.pop(key).task.cancel()
+
+    def _report(self, parsed: dict[ResourceKey, Parsed]) -> None:
+        """Log each object's problems once when they appear, and once when they are gone."""
+        for key, entry in parsed.items():
+            if entry.problems == self._reported.get(key, ()):
+                continue
+            kind, namespace, name = key
+            if entry.problems:
+                self.rejections += 1
+                logs.event("kubernetes.rejected", level=logging.ERROR, resource=f"{kind} {namespace}/{name}",
+                           problems=list(entry.problems), serving_last_accepted=entry.accepted is not None)
+            else:
+                logs.event("kubernetes.accepted", resource=f"{kind} {namespace}/{name}")
+            self._reported[key] = entry.problems
+        for key in self._reported.keys() - parsed.keys():
+            del self._reported[key]
+
+    def _apply(self, apply: Apply, assembly: Assembly) -> None:
+        state = (assembly.resources, assembly.service_replicas)
+        if state != self._last:
+            try:
+                apply(*state)
+            except ConfigError as exc:
+                logs.event("kubernetes.apply_failed", level=logging.ERROR, problems=exc.problems,
+                           note="the last applied state keeps serving")
+                return
+            self._last = state
+            self.applied += 1
+            logs.event("kubernetes.applied", endpoints=len(state[0].endpoints),
+                       deployments=len(state[0].deployments),
+                       replicas={f"{ns}/{name}": len(urls) for (ns, name), urls in state[1].items()})
+        if not self.synced:
+            self.synced = True
+            logs.event("kubernetes.synced", endpoints=len(state[0].endpoints), deployments=len(state[0].deployments))

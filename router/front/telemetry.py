@@ -1,0 +1,170 @@
+"""What the data plane reports when a request ends: metrics, an access log line, a span.
+
+`Telemetry.ended` runs once per exchange, on the hot path, so it does the least it can:
+it adds to the counters of the request's (endpoint, deployment), found once per
+routing table, and appends one tuple to a list when the access log or the span export
+wants the request. Formatting, writing and exporting happen in `run`, every
+`interval`, and once more in `close` at shutdown.
+
+How requests end, and what is counted (`status`): the answer completed (the model's
+status); the router answered with its own error (its status; a rejection, with a
+reason); an answer already under way was cut (the status sent, and a rejection:
+timeout or upstream); the client went away first (499, no rejection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from router import logs
+from router.access_log import AccessLog, Record
+from router.errors import NotFound, RouterError
+from router.front.scoring import parse_target
+from router.metrics import NO_REPLICA, REASONS, RequestStats, RouteStats
+from router.tracing import SpanExport
+
+if TYPE_CHECKING:
+    from router.balancing.table import DeploymentRoute, RoutingTable
+    from router.front.exchange import Exchange
+    from router.settings import RouterSettings
+
+CLIENT_CLOSED = 499  # nginx's code for a client that went away before its answer was complete
+_ROUTES = {b"POST": "/api/v1/endpoint/{endpoint}/score", b"GET": "/api/v1/endpoint/{endpoint}/swagger.json"}
+
+
+class Telemetry:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, metrics: bool = True, access_log: AccessLog | None = None,
+                 spans: SpanExport | None = None, interval: float = 0.1) -> None:
+        self.loop = loop
+        self.metrics = metrics  # off only to measure what counting costs (loadtests/bench.py)
+        self.stats = RequestStats()
+        self.access_log = access_log
+        self.spans = spans
+        self.interval = interval
+        self.records: list[Record] = []  # for the access log
+        self.span_records: list[Record] = []
+        self._table: RoutingTable | None = None
+        self._routes: dict[DeploymentRoute, RouteStats] = {}  # the current table's routes
+
+    @classmethod
+    def from_settings(cls, settings: RouterSettings, loop: asyncio.AbstractEventLoop) -> Telemetry:
+        spans = SpanExport(settings.trace_export) if settings.trace_export != "off" else None
+        return cls(loop, metrics=settings.metrics, access_log=AccessLog.from_setting(settings.access_log),
+                   spans=spans)
+
+    # -- the hot path -------------------------------------------------------------------------
+    def ended(self, ex: Exchange, status: int, error: RouterError | None = None) -> None:
+        """`ex` ended with `status` (the router's own `error`, if it answered or cut the answer)."""
+        now = perf_counter()
+        total = now - ex.started
+        route = ex.deployment
+        if self.metrics:
+            stats = self._routes.get(route) if route is not None else None
+            if stats is None:
+                stats = self._route_stats(ex, route)
+            codes = stats.codes
+            codes[status] = codes.get(status, 0) + 1
+            stats.duration.observe(total)
+            if ex.attempts:
+                stats.queue_wait.observe(ex.queued)
+                stats.upstream.observe(now - ex.admitted_at)
+                if ex.attempts > 1:
+                    stats.retries += ex.attempts - 1
+            if error is not None:
+                reason = REASONS.get(error.status, "other")
+                if error.status == 503 and route is not None and not route.balancer.replicas:
+                    reason = NO_REPLICA
+                stats.rejections[reason] = stats.rejections.get(reason, 0) + 1
+        log, spans = self.access_log, self.spans
+        if log is not None or spans is not None:
+            head = ex.head
+            logged = log is not None and log.keeps(status)
+            traced = spans is not None and head.traceparent[53:55] != b"00"
+            if logged or traced:
+                attempted = ex.attempts > 0
+                record = (now, head.request_id, head.client_request_id, head.traceparent, head.method,
+                          route.spec.endpoint_name if route is not None else _endpoint_named(ex),
+                          route.name if route is not None else "", ex.tried[-1].url if ex.tried else "", status,
+                          ex.body_bytes, ex.bytes_out, ex.queued if attempted else -1.0,
+                          now - ex.admitted_at if attempted else -1.0, total, max(0, ex.attempts - 1),
+                          error.code if error is not None else "", ex.client.peer_host, head.caller_traceparent)
+                if logged:
+                    self.records.append(record)
+                if traced:
+                    self.span_records.append(record)
+
+    def refused(self, error: RouterError, request_id: bytes, peer: bytes) -> None:
+        """A request refused before it was read whole (malformed, over a limit, too many connections)."""
+        if self.metrics:
+            stats = self.stats.route("", "")
+            stats.codes[error.status] = stats.codes.get(error.status, 0) + 1
+            reason = REASONS.get(error.status, "other")
+            stats.rejections[reason] = stats.rejections.get(reason, 0) + 1
+        if self.access_log is not None:
+            self.records.append((perf_counter(), request_id, b"", b"", b"", "", "", "", error.status, 0, 0, -1.0,
+                                 -1.0, 0.0, 0, error.code, peer, b""))
+
+    def _route_stats(self, ex: Exchange, route: DeploymentRoute | None) -> RouteStats:
+        table = ex.client.front.table
+        if route is not None:
+            if table is not self._table:  # a new table, new routes: forget the old ones
+                self._table = table
+                self._routes.clear()
+            stats = self._routes[route] = self.stats.route(route.spec.endpoint_name, route.name)
+            return stats
+        return self.stats.route(_endpoint_named(ex), "")
+
+    # -- off the hot path ---------------------------------------------------------------------
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.flush()
+
+    def flush(self) -> None:
+        offset = time.time() - perf_counter()
+        if self.records and self.access_log is not None:
+            records, self.records = self.records, []
+            try:
+                self.access_log.write(records, offset)
+            except (OSError, ValueError, AttributeError) as exc:  # a broken or missing stdout must not stop the router
+                logs.event("access_log.failed", level=logging.ERROR, error=str(exc), lost=len(records))
+        if self.span_records and self.spans is not None:
+            records, self.span_records = self.span_records, []
+            self.spans.export(_span(r, offset) for r in records)
+
+    def close(self) -> None:
+        self.flush()
+        if self.spans is not None:
+            with contextlib.suppress(Exception):  # an unreachable collector must not hold up the exit
+                self.spans.shutdown()
+
+    def __repr__(self) -> str:
+        return (f"<Telemetry metrics={self.metrics} access_log={self.access_log!r} "
+                f"spans={self.spans is not None} pending={len(self.records)}>")
+
+
+def _endpoint_named(ex: Exchange) -> str:
+    """No deployment was chosen: the endpoint, if the URL names one that exists (labels stay bounded)."""
+    try:
+        name, _ = parse_target(ex.head.target)
+    except NotFound:
+        return ""
+    return name if name in ex.client.front.table.endpoints else ""
+
+
+def _span(r: Record, offset: float) -> tuple[bytes, bytes, int, int, str, dict[str, Any], bool]:
+    end = r[0] + offset
+    attributes: dict[str, Any] = {"http.request.method": r[4].decode("latin-1"), "http.response.status_code": r[8],
+                                  "inference_router.request_id": r[1].decode("latin-1")}
+    for key, value in (("endpoint", r[5]), ("deployment", r[6]), ("replica", r[7]), ("error", r[15])):
+        if value:
+            attributes["inference_router." + key] = value
+    if r[14]:
+        attributes["inference_router.retries"] = r[14]
+    name = f"{r[4].decode('latin-1')} {_ROUTES.get(r[4], 'unknown route')}"
+    return r[3], r[17], int((end - r[13]) * 1e9), int(end * 1e9), name, attributes, r[8] >= 500 or bool(r[15])

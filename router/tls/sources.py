@@ -1,0 +1,194 @@
+"""Where certificates come from, and the watch that rotates them.
+
+A source reads a `PemPair` and says cheaply whether its input may have changed:
+`PemFiles` (sslCertPemFile and sslKeyPemFile) and `SecretDocument` (in local mode, the
+Secret named by sslSecret inside the config file). A Secret from anywhere else (a
+Kubernetes watch) becomes a pair through `secret_pair` and goes to `ServerTls.update`.
+
+The watch polls, like the config file's: it sees in-place writes, renames and the
+symlink swaps of Kubernetes Secret volumes alike, and reads a change only once it has
+settled, so a cert and key replaced one after the other are mostly seen together (a
+half-replaced pair is refused, and the next change is read again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+import yaml
+
+from router.errors import ConfigError
+from router.settings import RouterSettings
+from router.tls.context import ServerTls
+from router.tls.material import PemPair
+
+SETTLE = 0.1  # seconds a change must stay unchanged before it is read
+MAX_PEM_BYTES = 1 << 20  # a long chain is a few KiB: a bigger file is a mistake (a wrong path, a device)
+MAX_CONFIG_BYTES = 64 << 20
+CERT_KEYS = (("cert.pem", "key.pem"), ("tls.crt", "tls.key"))  # ours; the kubernetes.io/tls type's
+
+Signature = tuple[tuple[int, int, int] | None, ...]
+
+
+class PemSource(Protocol):
+    def signature(self) -> Signature:
+        """Changes whenever the input may have changed (file metadata, not content)."""
+        ...
+
+    def read(self) -> PemPair:
+        """The pair now; ConfigError naming the input when it cannot be read."""
+        ...
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)  # follows symlinks: a Secret volume swaps its `..data` link
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _read(path: Path, origin: str, limit: int = MAX_PEM_BYTES) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise ConfigError([f"{origin}: cannot read: {exc.strerror or exc}"]) from None
+    if len(data) > limit:
+        raise ConfigError([f"{origin}: larger than {limit // 1024} KiB: not a certificate or key file"])
+    return data
+
+
+class PemFiles:
+    def __init__(self, cert: str | os.PathLike[str], key: str | os.PathLike[str]) -> None:
+        self.cert, self.key = Path(cert), Path(key)
+
+    def signature(self) -> Signature:
+        return _stat(self.cert), _stat(self.key)
+
+    def read(self) -> PemPair:
+        cert_origin, key_origin = f"sslCertPemFile {self.cert}", f"sslKeyPemFile {self.key}"
+        problems = []
+        data: list[bytes] = []
+        for path, origin in ((self.cert, cert_origin), (self.key, key_origin)):
+            try:
+                data.append(_read(path, origin))
+            except ConfigError as exc:
+                problems += exc.problems
+        if problems:
+            raise ConfigError(problems)
+        return PemPair(data[0], data[1], cert_origin, key_origin)
+
+    def __repr__(self) -> str:
+        return f"PemFiles({str(self.cert)!r}, {str(self.key)!r})"
+
+
+class SecretDocument:
+    """The Secret document named `name` in a multi-document YAML file (local mode's sslSecret)."""
+
+    def __init__(self, path: str | os.PathLike[str], name: str) -> None:
+        self.path, self.name = Path(path), name
+
+    def signature(self) -> Signature:
+        return (_stat(self.path),)
+
+    def read(self) -> PemPair:
+        origin = f"sslSecret {self.name} in {self.path}"
+        try:
+            docs = list(yaml.safe_load_all(_read(self.path, origin, MAX_CONFIG_BYTES)))
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"{origin}: invalid YAML: {exc}"]) from None
+        found = [doc for doc in docs if isinstance(doc, dict) and doc.get("kind") == "Secret"
+                 and isinstance(doc.get("metadata"), dict) and doc["metadata"].get("name") == self.name]
+        if len(found) != 1:
+            raise ConfigError([f"{origin}: expected one Secret document named {self.name!r}, found {len(found)}"])
+        return secret_pair(secret_data(found[0], origin), origin)
+
+    def __repr__(self) -> str:
+        return f"SecretDocument({str(self.path)!r}, {self.name!r})"
+
+
+def secret_data(doc: Mapping[str, object], origin: str) -> dict[str, bytes]:
+    """A Secret document's values: `data` decoded from base64, then `stringData` (which wins, as in Kubernetes)."""
+    values: dict[str, bytes] = {}
+    for field in ("data", "stringData"):
+        entries = doc.get(field) or {}
+        if not isinstance(entries, dict):
+            raise ConfigError([f"{origin}: {field}: must be a mapping"])
+        for key, value in entries.items():
+            if not isinstance(value, str):
+                raise ConfigError([f"{origin}: {field}.{key}: must be a string"])
+            if field == "stringData":
+                values[str(key)] = value.encode()
+                continue
+            try:
+                values[str(key)] = base64.b64decode("".join(value.split()), validate=True)
+            except binascii.Error:
+                raise ConfigError([f"{origin}: data.{key}: not base64"]) from None
+    return values
+
+
+def secret_pair(data: Mapping[str, str | bytes], origin: str) -> PemPair:
+    """The pair in a Secret's decoded data: `cert.pem` and `key.pem` (or `tls.crt` and `tls.key`)."""
+    for cert_key, key_key in CERT_KEYS:
+        if cert_key in data and key_key in data:
+            cert, key = data[cert_key], data[key_key]
+            return PemPair(cert.encode() if isinstance(cert, str) else cert,
+                           key.encode() if isinstance(key, str) else key,
+                           f"{origin}: {cert_key}", f"{origin}: {key_key}")
+    raise ConfigError([f"{origin}: needs the keys cert.pem and key.pem (or tls.crt and tls.key); "
+                       f"has {', '.join(sorted(data)) or 'none'}"])
+
+
+def source_for(settings: RouterSettings, *, config_path: str | os.PathLike[str] | None) -> PemSource:
+    """The certificate source the settings name; sslSecret reads the config file (local mode)."""
+    if settings.ssl_cert_pem_file and settings.ssl_key_pem_file:
+        return PemFiles(settings.ssl_cert_pem_file, settings.ssl_key_pem_file)
+    if settings.ssl_secret and config_path is not None:
+        return SecretDocument(config_path, settings.ssl_secret)
+    raise ConfigError(["no TLS certificate source: set sslCertPemFile and sslKeyPemFile, "
+                       "or sslSecret with a config file that holds that Secret"])
+
+
+class CertificateWatch:
+    """A source, the TLS state built from its first pair, and the poll that rotates it."""
+
+    def __init__(self, source: PemSource, *, password: str | None = None, cname: str | None = None,
+                 poll_interval: float = 0.5) -> None:
+        self.source = source
+        self.poll_interval = poll_interval
+        self._seen = source.signature()  # before the read: a change during it is read again
+        self.tls = ServerTls(source.read(), password=password, cname=cname)
+
+    @classmethod
+    def from_settings(cls, settings: RouterSettings, *,
+                      config_path: str | os.PathLike[str] | None) -> CertificateWatch:
+        return cls(source_for(settings, config_path=config_path), password=settings.ssl_key_password,
+                   cname=settings.ssl_cname, poll_interval=settings.config_poll_interval)
+
+    async def run(self) -> None:
+        """Poll forever; hand each settled change to `ServerTls.update` (parsing runs off the loop)."""
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            signature = self.source.signature()
+            if signature == self._seen:
+                continue
+            await asyncio.sleep(SETTLE)
+            if self.source.signature() != signature:
+                continue  # still being written
+            self._seen = signature
+            try:
+                pair = await asyncio.to_thread(self.source.read)
+            except ConfigError as exc:
+                self.tls.reject(exc.problems)
+                continue
+            await asyncio.to_thread(self.tls.update, pair)
+
+    def __repr__(self) -> str:
+        return f"<CertificateWatch {self.source!r} {self.tls!r}>"

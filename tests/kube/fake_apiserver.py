@@ -1,0 +1,575 @@
+"""A small Kubernetes API server for tests, faithful in what the router relies on.
+
+It serves, on 127.0.0.1 and an ephemeral port, the kinds the router uses (OnlineEndpoint,
+OnlineDeployment, EndpointSlice, Secret, Lease) the way a real API server does:
+
+- every write bumps one global `resourceVersion`; objects carry `uid`, `creationTimestamp`,
+  `generation` (bumped by spec changes only) and, for the custom resources, a `status`
+  subresource: the main resource ignores `status`, `/status` changes nothing else;
+- list and watch, cluster-wide or per namespace, with label selectors (`=`, `==`, `!=`, `in`,
+  `notin`, `key`, `!key`) and field selectors (`metadata.name`, `metadata.namespace`);
+  built-in kinds' list items carry no `kind`/`apiVersion`, as with a real server;
+- watch from a `resourceVersion`, with `allowWatchBookmarks` and `timeoutSeconds`; an object
+  that starts or stops matching a selector is ADDED or DELETED for that watch; a version
+  older than the last `compact()` gets an ERROR event with a 410 `Expired` status;
+- create (409 when it exists), replace (409 on a stale `resourceVersion`), merge patch
+  (strategic merge patch is refused with 415 for custom resources, as Kubernetes does), delete;
+- bearer-token authentication, and a log of every request (method, path, query, token).
+
+Faults: `cut_watches()` drops every open watch without a clean end; `outage()` does that and
+closes every connection without an answer until it ends. Tests change objects directly with
+`create`, `replace`, `patch`, `delete`, which go through the same code as HTTP writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime
+import json
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    plural: str
+    group: str  # "" for the core group
+    version: str
+    kind: str
+    status_subresource: bool = False
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def builtin(self) -> bool:
+        return not self.group.endswith("inference-router.dev")
+
+
+TYPES = {t.plural: t for t in (
+    ResourceType("onlineendpoints", "inference-router.dev", "v1alpha1", "OnlineEndpoint", True),
+    ResourceType("onlinedeployments", "inference-router.dev", "v1alpha1", "OnlineDeployment", True),
+    ResourceType("endpointslices", "discovery.k8s.io", "v1", "EndpointSlice"),
+    ResourceType("secrets", "", "v1", "Secret"),
+    ResourceType("leases", "coordination.k8s.io", "v1", "Lease"),
+)}
+
+_PATH = re.compile(r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
+                   r"(?:/namespaces/(?P<namespace>[^/]+))?/(?P<plural>[^/]+)"
+                   r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>status))?$")
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message = code, reason, message
+
+    def status(self) -> Obj:
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": self.message, "reason": self.reason, "code": self.code}
+
+
+# Selectors
+
+_REQUIREMENT = re.compile(r"\s*(?P<not>!)?\s*(?P<key>[A-Za-z0-9._/-]+)\s*"
+                          r"(?:(?P<op>==|=|!=)\s*(?P<value>[A-Za-z0-9._-]*)"
+                          r"|\s(?P<setop>in|notin)\s*\((?P<values>[^)]*)\))?\s*(?:,|$)")
+
+
+def label_selector(text: str) -> Callable[[Obj], bool]:
+    """A label selector in the API's string form, as a predicate on objects."""
+    tests: list[Callable[[dict[str, str]], bool]] = []
+    position = 0
+    while position < len(text):
+        match = _REQUIREMENT.match(text, position)
+        if match is None or match.end() == position:
+            raise ApiError(400, "BadRequest", f"unable to parse requirement: {text[position:]!r}")
+        position = match.end()
+        key, op, value = match["key"], match["op"] or match["setop"], match["value"]
+        if match["not"]:
+            if op:
+                raise ApiError(400, "BadRequest", f"unable to parse requirement: {match.group(0)!r}")
+            tests.append(lambda labels, k=key: k not in labels)
+        elif op in ("=", "=="):
+            tests.append(lambda labels, k=key, v=value: labels.get(k) == v)
+        elif op == "!=":
+            tests.append(lambda labels, k=key, v=value: labels.get(k) != v)
+        elif op in ("in", "notin"):
+            values = {v.strip() for v in match["values"].split(",")}
+            if op == "in":
+                tests.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
+            else:
+                tests.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
+        else:
+            tests.append(lambda labels, k=key: k in labels)
+    return lambda obj: all(test(obj["metadata"].get("labels") or {}) for test in tests)
+
+
+def field_selector(text: str) -> Callable[[Obj], bool]:
+    tests: list[Callable[[Obj], bool]] = []
+    for requirement in filter(None, (part.strip() for part in text.split(","))):
+        match = re.fullmatch(r"([A-Za-z.]+)\s*(==|=|!=)\s*(.*)", requirement)
+        if match is None:
+            raise ApiError(400, "BadRequest", f"invalid field selector: {requirement!r}")
+        path, op, value = match.groups()
+        if path not in ("metadata.name", "metadata.namespace"):
+            raise ApiError(400, "BadRequest", f'field label not supported: "{path}"')
+        attribute = path.split(".")[1]
+        if op == "!=":
+            tests.append(lambda obj, a=attribute, v=value: obj["metadata"].get(a) != v)
+        else:
+            tests.append(lambda obj, a=attribute, v=value: obj["metadata"].get(a) == v)
+    return lambda obj: all(test(obj) for test in tests)
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# The store
+
+@dataclass
+class Event:
+    rv: int
+    type: str  # ADDED, MODIFIED, DELETED
+    plural: str
+    obj: Obj
+    old: Obj | None
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    token: str
+    status: int = 0
+
+
+@dataclass
+class Store:
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    rv: int = 100
+    compacted: int = 0  # watches from an older version get 410
+    objects: dict[tuple[str, str, str], Obj] = field(default_factory=dict)
+    history: list[Event] = field(default_factory=list)
+
+    def _record(self, kind: str, plural: str, obj: Obj, old: Obj | None) -> Obj:
+        self.rv += 1
+        obj["metadata"]["resourceVersion"] = str(self.rv)
+        self.history.append(Event(self.rv, kind, plural, copy.deepcopy(obj), old))
+        self.cond.notify_all()
+        return copy.deepcopy(obj)
+
+    def create(self, plural: str, namespace: str, obj: Obj) -> Obj:
+        rtype = TYPES[plural]
+        obj = copy.deepcopy(obj)
+        meta = obj.setdefault("metadata", {})
+        name = meta.get("name")
+        if not name:
+            raise ApiError(422, "Invalid", "metadata.name: Required value")
+        if meta.get("namespace", namespace) != namespace:
+            raise ApiError(400, "BadRequest", "the namespace of the object does not match the request")
+        with self.cond:
+            key = (plural, namespace, name)
+            if key in self.objects:
+                raise ApiError(409, "AlreadyExists", f'{plural} "{name}" already exists')
+            obj["apiVersion"], obj["kind"] = rtype.api_version, rtype.kind
+            meta.update(namespace=namespace, uid=str(uuid.uuid4()), creationTimestamp=_now())
+            if rtype.status_subresource:
+                meta["generation"] = 1
+                obj.pop("status", None)
+            self.objects[key] = obj
+            return self._record("ADDED", plural, obj, None)
+
+    def get(self, plural: str, namespace: str, name: str) -> Obj:
+        with self.cond:
+            obj = self.objects.get((plural, namespace, name))
+            if obj is None:
+                raise ApiError(404, "NotFound", f'{plural} "{name}" not found')
+            return copy.deepcopy(obj)
+
+    def update(self, plural: str, namespace: str, name: str, change: Callable[[Obj], Obj], *,
+               status: bool = False, expect_rv: str | None = None) -> Obj:
+        """Apply `change` to a copy of the object; `status` selects the status subresource."""
+        rtype = TYPES[plural]
+        with self.cond:
+            old = self.objects.get((plural, namespace, name))
+            if old is None:
+                raise ApiError(404, "NotFound", f'{plural} "{name}" not found')
+            if expect_rv and expect_rv != old["metadata"]["resourceVersion"]:
+                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {plural} "{name}": '
+                                                "the object has been modified; please apply your changes "
+                                                "to the latest version and try again")
+            new = change(copy.deepcopy(old))
+            kept = {k: old["metadata"][k] for k in ("uid", "creationTimestamp", "namespace", "name",
+                                                      "generation") if k in old["metadata"]}
+            new["metadata"] = {**new.get("metadata", {}), **kept}
+            new["apiVersion"], new["kind"] = rtype.api_version, rtype.kind
+            if status and not rtype.status_subresource:
+                raise ApiError(404, "NotFound", f"{plural} has no status subresource")
+            if status:  # only the status changes
+                new = {**{k: v for k, v in old.items() if k != "status"},
+                       **({"status": new["status"]} if new.get("status") is not None else {})}
+            elif rtype.status_subresource:  # the status never changes through the main resource
+                new = {**{k: v for k, v in new.items() if k != "status"},
+                       **({"status": old["status"]} if "status" in old else {})}
+                if _spec(new) != _spec(old):
+                    new["metadata"]["generation"] = old["metadata"]["generation"] + 1
+            new = copy.deepcopy(new)
+            if new == old:
+                return copy.deepcopy(old)  # a no-op write does not bump the version
+            self.objects[(plural, namespace, name)] = new
+            return self._record("MODIFIED", plural, new, copy.deepcopy(old))
+
+    def delete(self, plural: str, namespace: str, name: str) -> Obj:
+        with self.cond:
+            obj = self.objects.pop((plural, namespace, name), None)
+            if obj is None:
+                raise ApiError(404, "NotFound", f'{plural} "{name}" not found')
+            return self._record("DELETED", plural, obj, copy.deepcopy(obj))
+
+
+def _spec(obj: Obj) -> Obj:
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
+# HTTP
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _HttpServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def handle_one_request(self) -> None:
+        api = self.server.api
+        if api.down:
+            api.refused += 1
+            self._drop()
+            return
+        super().handle_one_request()
+
+    def _drop(self) -> None:
+        """End the connection without an answer, as a crashed server or a cut network does."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def _serve(self, method: str) -> None:
+        api = self.server.api
+        if api.down:  # a request read on a connection opened before the outage
+            api.refused += 1
+            self._drop()
+            return
+        url = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        auth = self.headers.get("Authorization", "")
+        token = auth[7:] if auth[:7].lower() == "bearer " else ""
+        record = Request(method, url.path, query, token)
+        api.requests.append(record)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        try:
+            if api.tokens and token not in api.tokens:
+                raise ApiError(401, "Unauthorized", "Unauthorized")
+            match = _PATH.match(url.path)
+            rtype = TYPES.get(match["plural"]) if match else None
+            if match is None or rtype is None or (match["core"] or f"{match['group']}/{match['version']}") \
+                    != rtype.api_version:
+                raise ApiError(404, "NotFound", f"the server could not find the requested resource {url.path}")
+            namespace, name, sub = match["namespace"], match["name"], match["sub"]
+            if method == "GET" and name is None and query.get("watch") in ("true", "1"):
+                record.status = 200
+                self._watch(rtype, namespace, query)
+                return
+            code, answer = self._dispatch(method, rtype, namespace, name, sub, query, body)
+        except ApiError as exc:
+            code, answer = exc.code, exc.status()
+        record.status = code
+        self._send(code, answer)
+
+    def _dispatch(self, method: str, rtype: ResourceType, namespace: str | None, name: str | None,
+                  sub: str | None, query: dict[str, str], body: bytes) -> tuple[int, Obj]:
+        store = self.server.api.store
+        if name is None:
+            if method == "GET":
+                return 200, self.server.api.list(rtype.plural, namespace, query)
+            if method == "POST" and namespace:
+                return 201, store.create(rtype.plural, namespace, _json(body))
+            raise ApiError(405, "MethodNotAllowed", f"{method} is not supported here")
+        if not namespace:
+            raise ApiError(404, "NotFound", "namespaced resources need a namespace")
+        status = sub == "status"
+        if method == "GET":
+            return 200, store.get(rtype.plural, namespace, name)
+        if method == "PUT":
+            new = _json(body)
+            return 200, store.update(rtype.plural, namespace, name, lambda _: new, status=status,
+                                     expect_rv=new.get("metadata", {}).get("resourceVersion"))
+        if method == "PATCH":
+            kind = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+            if kind == "application/strategic-merge-patch+json" and not rtype.builtin:
+                raise ApiError(415, "UnsupportedMediaType",
+                               "strategic merge patch is not supported for custom resources")
+            if kind not in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+                raise ApiError(415, "UnsupportedMediaType", f"the fake supports merge patch only, got {kind!r}")
+            patch = _json(body)
+            return 200, store.update(rtype.plural, namespace, name, lambda obj: merge_patch(obj, patch),
+                                     status=status)
+        if method == "DELETE":
+            return 200, store.delete(rtype.plural, namespace, name)
+        raise ApiError(405, "MethodNotAllowed", f"{method} is not supported here")
+
+    def _send(self, code: int, answer: Obj) -> None:
+        data = json.dumps(answer).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _chunk(self, event: Obj) -> None:
+        data = json.dumps(event).encode() + b"\n"
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def _watch(self, rtype: ResourceType, namespace: str | None, query: dict[str, str]) -> None:
+        api, store = self.server.api, self.server.api.store
+        matches = api.matcher(rtype.plural, namespace, query)  # raises before the answer starts
+        timeout = float(query.get("timeoutSeconds") or 1800)
+        bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
+        since = query.get("resourceVersion") or "0"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        deadline = time.monotonic() + timeout
+        with store.cond:
+            epoch = api.epoch
+            if since == "0":  # from now, after synthetic ADDED events for what exists
+                position = store.rv
+                pending = [{"type": "ADDED", "object": copy.deepcopy(o)} for (p, _, _), o in
+                           sorted(store.objects.items()) if p == rtype.plural and matches(o)]
+            elif int(since) < store.compacted:
+                pending = [{"type": "ERROR", "object": ApiError(
+                    410, "Expired", f"too old resource version: {since} ({store.compacted})").status()}]
+                position = -1
+            else:
+                position, pending = int(since), []
+        try:
+            for event in pending:
+                self._chunk(event)
+            if position < 0:
+                self._end()
+                return
+            next_bookmark = time.monotonic() + api.bookmark_interval
+            while True:
+                with store.cond:
+                    store.cond.wait_for(lambda seen=position: store.rv > seen or api.epoch != epoch, timeout=max(
+                        0.0, min(deadline, next_bookmark) - time.monotonic()))
+                    if api.epoch != epoch:
+                        self._drop()
+                        return
+                    events = [e for e in store.history if e.rv > position]
+                    position = store.rv
+                for event in events:
+                    if event.plural == rtype.plural:
+                        translated = _translate(event, matches)
+                        if translated is not None:
+                            self._chunk(translated)
+                now = time.monotonic()
+                if bookmarks and (now >= next_bookmark or now >= deadline):
+                    self._chunk({"type": "BOOKMARK", "object": {
+                        "kind": rtype.kind, "apiVersion": rtype.api_version,
+                        "metadata": {"resourceVersion": str(position)}}})
+                    next_bookmark = now + api.bookmark_interval
+                if now >= deadline:
+                    self._end()
+                    return
+        except OSError:
+            self.close_connection = True
+
+    def _end(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+
+def _translate(event: Event, matches: Callable[[Obj], bool]) -> Obj | None:
+    """The event as one watch sees it: an object entering or leaving its selection is ADDED or DELETED."""
+    now, before = matches(event.obj), event.old is not None and matches(event.old)
+    if event.type == "DELETED":
+        kind = "DELETED" if before else None
+    elif event.type == "ADDED":
+        kind = "ADDED" if now else None
+    else:
+        kind = "MODIFIED" if now and before else "ADDED" if now else "DELETED" if before else None
+    return None if kind is None else {"type": kind, "object": copy.deepcopy(event.obj)}
+
+
+def _json(body: bytes) -> Obj:
+    try:
+        value = json.loads(body or b"null")
+    except ValueError:
+        raise ApiError(400, "BadRequest", "the body is not JSON") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "BadRequest", "the body must be a JSON object")
+    return value
+
+
+class _HttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    api: FakeApiServer
+
+
+class FakeApiServer:
+    """Start with `with FakeApiServer() as api:`; `api.kubeconfig(path)` points a client at it."""
+
+    def __init__(self, *, tokens: tuple[str, ...] = ("router-token",), bookmark_interval: float = 1.0) -> None:
+        self.store = Store()
+        self.tokens = set(tokens)
+        self.bookmark_interval = bookmark_interval
+        self.requests: list[Request] = []  # every request answered
+        self.refused = 0  # connections and requests dropped unanswered during an outage
+        self.down = False
+        self.epoch = 0  # bumped to cut every open watch
+        self._http = _HttpServer(("127.0.0.1", 0), _Handler)
+        self._http.api = self
+        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="fake-apiserver", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._http.server_address[1]}"
+
+    def __enter__(self) -> FakeApiServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.down = True
+        self.cut_watches()
+        self._http.shutdown()
+        self._http.server_close()
+        self._thread.join(5)
+
+    def kubeconfig(self, path: Path, token: str = "router-token", namespace: str = "default") -> Path:
+        path.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "router", "user": {"token": token}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "router",
+                                                      "namespace": namespace}}],
+        }))
+        return path
+
+    # Faults
+
+    def cut_watches(self) -> None:
+        """Drop every open watch connection, without the clean end of a timed-out watch."""
+        with self.store.cond:
+            self.epoch += 1
+            self.store.cond.notify_all()
+
+    @contextlib.contextmanager
+    def outage(self) -> Iterator[None]:
+        """While inside: open watches are dropped and every request is closed unanswered."""
+        self.down = True
+        self.cut_watches()
+        try:
+            yield
+        finally:
+            self.down = False
+
+    def compact(self) -> int:
+        """Forget the history so far: a watch from an older version gets 410 Gone."""
+        with self.store.cond:
+            self.store.compacted = self.store.rv
+            return self.store.rv
+
+    # Reading and writing objects directly (the same code as the HTTP verbs)
+
+    def matcher(self, plural: str, namespace: str | None, query: dict[str, str]) -> Callable[[Obj], bool]:
+        labels = label_selector(query.get("labelSelector") or "")
+        fields = field_selector(query.get("fieldSelector") or "")
+        return lambda obj: (namespace is None or obj["metadata"]["namespace"] == namespace) and labels(
+            obj) and fields(obj)
+
+    def list(self, plural: str, namespace: str | None = None, query: dict[str, str] | None = None) -> Obj:
+        rtype, matches = TYPES[plural], self.matcher(plural, namespace, query or {})
+        with self.store.cond:
+            items = [copy.deepcopy(o) for (p, _, _), o in sorted(self.store.objects.items())
+                     if p == plural and matches(o)]
+            rv = self.store.rv
+        if rtype.builtin:  # as a real server does, items of built-in lists carry no type
+            for item in items:
+                item.pop("kind", None)
+                item.pop("apiVersion", None)
+        return {"kind": f"{rtype.kind}List", "apiVersion": rtype.api_version,
+                "metadata": {"resourceVersion": str(rv)}, "items": items}
+
+    def create(self, plural: str, obj: Obj) -> Obj:
+        return self.store.create(plural, obj.get("metadata", {}).get("namespace", "default"), obj)
+
+    def get(self, plural: str, name: str, namespace: str = "default") -> Obj:
+        return self.store.get(plural, namespace, name)
+
+    def replace(self, plural: str, obj: Obj) -> Obj:
+        meta = obj["metadata"]
+        return self.store.update(plural, meta.get("namespace", "default"), meta["name"], lambda _: obj)
+
+    def patch(self, plural: str, name: str, patch: Obj, namespace: str = "default") -> Obj:
+        return self.store.update(plural, namespace, name, lambda obj: merge_patch(obj, patch))
+
+    def delete(self, plural: str, name: str, namespace: str = "default") -> Obj:
+        return self.store.delete(plural, namespace, name)
+
+    def requests_for(self, plural: str, *, watch: bool | None = None, method: str = "GET") -> list[Request]:
+        return [r for r in list(self.requests) if r.method == method and (
+            r.path.endswith(f"/{plural}") or f"/{plural}/" in r.path) and (
+            watch is None or (r.query.get("watch") in ("true", "1")) == watch)]

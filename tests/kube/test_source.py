@@ -1,0 +1,107 @@
+"""KubernetesSource in one event loop with the fake API server: what it applies, and what it watches."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from router.discovery.kubernetes import KubernetesSettings, KubernetesSource
+from router.discovery.kubernetes.settings import LeaseSettings, WatchSettings
+from router.discovery.source import ServiceReplicas
+from router.model import Resources
+from tests.kube.cluster import deployment, endpoint, endpoint_slice, secret
+from tests.kube.fake_apiserver import FakeApiServer
+
+Applied = list[tuple[Resources, ServiceReplicas]]
+
+
+def run_source(kubeconfig: Path, scenario: Callable[[KubernetesSource, Applied], Awaitable[None]],
+               namespace: str | None = None) -> None:
+    settings = KubernetesSettings(namespace=namespace, kubeconfig=str(kubeconfig),
+                                  watch=WatchSettings(backoff_s=0.05, backoff_max_s=0.4),
+                                  lease=LeaseSettings(retry_s=0.2))
+
+    async def main() -> None:
+        source = KubernetesSource(settings, identity="test")
+        applied: Applied = []
+        assert await source.load() == Resources() and not source.synced
+        task = asyncio.create_task(source.watch(lambda r, s=None: applied.append((r, s or {}))))
+        try:
+            await until(lambda: source.synced)
+            await scenario(source, applied)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    asyncio.run(main())
+
+
+async def until(predicate: Callable[[], object], timeout: float = 5) -> float:
+    start = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - start < timeout, "condition not met in time"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - start
+
+
+def demo(api: FakeApiServer, namespace: str = "default") -> None:
+    api.create("secrets", secret("demo-keys", namespace=namespace, primaryKey="p"))
+    api.create("onlineendpoints", endpoint("demo" if namespace == "default" else f"demo-{namespace}",
+                                           {"blue": 100}, keys="demo-keys", namespace=namespace))
+    api.create("onlinedeployments", deployment("blue", "demo" if namespace == "default" else f"demo-{namespace}",
+                                               "svc-blue", namespace=namespace))
+    api.create("endpointslices", endpoint_slice("svc-blue-1", "svc-blue", 5001, namespace=namespace))
+
+
+def test_one_namespace_is_watched_and_leased_in_alone(api_server: FakeApiServer, kubeconfig: Path) -> None:
+    demo(api_server, "team-a")
+    demo(api_server, "team-b")
+
+    async def scenario(source: KubernetesSource, applied: Applied) -> None:
+        resources, replicas = applied[-1]
+        assert [e.name for e in resources.endpoints] == ["demo-team-a"]
+        assert replicas == {("team-a", "svc-blue"): ("http://127.0.0.1:5001",)}
+        await until(lambda: "holderIdentity" in api_server.get("leases", "inference-router-status",
+                                                               namespace="team-a").get("spec", {}))
+
+    run_source(kubeconfig, scenario, namespace="team-a")
+    assert {r.path.split("/namespaces/")[1].split("/")[0] for r in api_server.requests} == {"team-a"}
+
+
+def test_a_new_reference_is_applied_only_with_what_it_references(api_server: FakeApiServer,
+                                                                 kubeconfig: Path) -> None:
+    demo(api_server)
+
+    async def scenario(source: KubernetesSource, applied: Applied) -> None:
+        assert "watches=4" in repr(source)  # two kinds, one Service, one Secret
+        api_server.create("endpointslices", endpoint_slice("svc-green-1", "svc-green", 6001))
+        api_server.create("onlinedeployments", deployment("green", "demo", "svc-green"))
+        api_server.patch("onlineendpoints", "demo", {"spec": {"traffic": {"blue": 50, "green": 50}}})
+        await until(lambda: any(d.name == "green" for d in applied[-1][0].deployments), timeout=2)
+        assert "watches=5" in repr(source)
+        for resources, replicas in applied:  # never routed to green before its replicas were known
+            if any(d.name == "green" for d in resources.deployments):
+                assert replicas[("default", "svc-green")] == ("http://127.0.0.1:6001",)
+
+        api_server.patch("onlineendpoints", "demo", {"spec": {"traffic": {"blue": 100, "green": None}}})
+        api_server.delete("onlinedeployments", "green")
+        await until(lambda: "watches=4" in repr(source), timeout=2)  # its Service is no longer watched
+        assert ("default", "svc-green") not in applied[-1][1]
+
+    run_source(kubeconfig, scenario)
+
+
+def test_status_only_changes_apply_nothing_new(api_server: FakeApiServer, kubeconfig: Path) -> None:
+    demo(api_server)
+
+    async def scenario(source: KubernetesSource, applied: Applied) -> None:
+        await until(lambda: "status" in api_server.get("onlineendpoints", "demo")
+                    and "status" in api_server.get("onlinedeployments", "blue"))
+        await asyncio.sleep(0.3)
+        # the router's own status writes come back through the watch: one state, written once each
+        assert len(applied) == 1 and source.applied == 1
+        assert len(api_server.requests_for("onlineendpoints", method="PATCH")) == 1
+        assert len(api_server.requests_for("onlinedeployments", method="PATCH")) == 1
+
+    run_source(kubeconfig, scenario)

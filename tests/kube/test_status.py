@@ -1,0 +1,102 @@
+"""Status fields from reports, minimal merge patches, and the Lease that picks one writer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from router.discovery.kubernetes.api import KubeApi
+from router.discovery.kubernetes.assembly import Report
+from router.discovery.kubernetes.lease import LeaderElector
+from router.discovery.kubernetes.settings import LeaseSettings
+from router.discovery.kubernetes.status import render, status_patch
+from tests.kube.fake_apiserver import FakeApiServer
+
+ENDPOINT = ("OnlineEndpoint", "default", "demo")
+
+
+def test_an_endpoint_status_names_its_uri_replicas_and_conditions() -> None:
+    report = Report(serving=True, ready_replicas=3, deployments={"blue": 2, "green": 1})
+    obj = {"metadata": {"generation": 4}}
+    status = render(ENDPOINT, report, obj, scoring_base_url="https://router.example", at="T1")
+    assert status["scoringUri"] == "https://router.example/api/v1/endpoint/demo/score"
+    assert status["readyReplicas"] == 3 and status["deployments"] == {"blue": 2, "green": 1}
+    assert status["observedGeneration"] == 4
+    assert [(c["type"], c["status"], c["reason"]) for c in status["conditions"]] == [
+        ("Accepted", "True", "Valid"), ("Ready", "True", "Ready")]
+
+
+def test_a_rejected_spec_says_why_and_whether_an_older_one_serves() -> None:
+    problem = "OnlineEndpoint default/demo: spec.traffic.blue: must be an integer from 0 to 100, got 150"
+    never = render(ENDPOINT, Report(problems=(problem,)), {"metadata": {}}, scoring_base_url="", at="T1")
+    accepted, ready = never["conditions"]
+    assert (accepted["status"], accepted["reason"], accepted["message"]) == ("False", "Invalid", problem)
+    assert (ready["status"], ready["reason"]) == ("False", "Rejected")
+    older = render(ENDPOINT, Report(problems=(problem,), serving=True), {"metadata": {}}, scoring_base_url="", at="T")
+    assert older["conditions"][0]["message"].endswith("(the last accepted spec keeps serving)")
+    assert older["conditions"][1]["status"] == "True"
+
+
+def test_a_transition_time_changes_only_with_the_status() -> None:
+    first = render(ENDPOINT, Report(serving=True), {"metadata": {}}, scoring_base_url="", at="T1")
+    same = render(ENDPOINT, Report(serving=True, ready_replicas=1), {"metadata": {}, "status": first},
+                  scoring_base_url="", at="T2")
+    assert [c["lastTransitionTime"] for c in same["conditions"]] == ["T1", "T1"]
+    waiting = render(ENDPOINT, Report(serving=True, waiting=("no ready replica",)), {"metadata": {}, "status": same},
+                     scoring_base_url="", at="T3")
+    assert [c["lastTransitionTime"] for c in waiting["conditions"]] == ["T1", "T3"]
+    assert waiting["conditions"][1]["message"] == "no ready replica"
+
+
+def test_the_patch_holds_only_what_changed_and_removes_stale_map_keys() -> None:
+    current = {"readyReplicas": 2, "deployments": {"blue": 1, "green": 1}, "extra": "kept"}
+    assert status_patch(current, {"readyReplicas": 2, "deployments": {"blue": 1, "green": 1}}) is None
+    assert status_patch(current, {"readyReplicas": 1, "deployments": {"blue": 1}}) == {
+        "readyReplicas": 1, "deployments": {"green": None, "blue": 1}}
+    assert status_patch(None, {"readyReplicas": 0}) == {"readyReplicas": 0}
+
+
+def test_one_elector_leads_and_a_follower_takes_over_on_release_or_expiry(
+        api_server: FakeApiServer, kubeconfig: Path) -> None:
+    settings = LeaseSettings(name="router", duration_s=1.0, retry_s=0.1)
+    changes: list[tuple[str, bool]] = []
+
+    async def until(predicate: object, timeout: float = 5) -> float:
+        start = time.monotonic()
+        while not predicate():  # type: ignore[operator]
+            assert time.monotonic() - start < timeout
+            await asyncio.sleep(0.02)
+        return time.monotonic() - start
+
+    async def main() -> None:
+        apis = [await KubeApi.connect(str(kubeconfig)) for _ in range(3)]
+        a, b, c = (LeaderElector(api, "default", name, settings, lambda led, n=name: changes.append((n, led)))
+                   for api, name in zip(apis, "abc", strict=True))
+        tasks = {e.identity: asyncio.create_task(e.run()) for e in (a, b)}
+        await until(lambda: a.is_leader or b.is_leader)
+        await asyncio.sleep(0.5)
+        leader, follower = (a, b) if a.is_leader else (b, a)
+        assert not follower.is_leader
+        assert api_server.get("leases", "router")["spec"]["holderIdentity"] == leader.identity
+
+        tasks[leader.identity].cancel()  # stops renewing ...
+        await leader.release()  # ... and hands the lease back: the follower need not wait it out
+        assert await until(lambda: follower.is_leader) < 0.5
+
+        tasks[c.identity] = asyncio.create_task(c.run())
+        await asyncio.sleep(0.3)
+        assert not c.is_leader
+        tasks[follower.identity].cancel()  # a holder that dies without a word ...
+        expired = await until(lambda: c.is_leader)
+        assert 0.5 < expired < 2.0  # ... is replaced once its lease has not been renewed for 1 s
+        for task in tasks.values():
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        for api in apis:
+            await api.close()
+
+    asyncio.run(main())
+    lease = api_server.get("leases", "router")
+    assert lease["spec"]["holderIdentity"] == "c" and lease["spec"]["leaseTransitions"] == 2
+    assert sum(led for _, led in changes) == 3
