@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench testssl clean
+.PHONY: demo test lint bench loadtest testssl clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) on PATH (or make PYTHON=...)"; exit 1; }
@@ -16,6 +16,10 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-load: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[load]'
 	touch $@
 
 demo: $(VENV)/.installed
@@ -31,6 +35,10 @@ test: lint
 
 bench: $(VENV)/.installed
 	$(BIN)/python loadtests/bench.py
+
+# locust against the demo setup, about a minute: HTML report, CSVs and concurrency.png in loadtests/out/
+loadtest: $(VENV)/.installed-load
+	$(BIN)/python loadtests/loadtest.py
 
 # testssl.sh against the TLS port (installs it with apt-get when missing): TLS 1.2+ and strong ciphers only.
 testssl: $(VENV)/.installed

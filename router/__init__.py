@@ -19,7 +19,11 @@ A request's path through the package, top to bottom:
 - `tls` checks certificate pairs (with `cryptography`, only there), builds the
   hardened server context, and rotates it for new handshakes when the files or the
   Secret change; `tls.certs` is the `certs` command's tooling.
+- `metrics` (the only user of `prometheus_client`), `access_log` and `tracing` hold
+  what the router reports; `front.telemetry` feeds them once per finished request,
+  cheaply, and formats, writes and exports off the request path.
 
 Lower layers never import higher ones:
-cli → server → {front, admin} → proxy → {discovery, balancing, tls} → {model, errors, settings}.
+cli → server → {front, admin} → proxy → {discovery, balancing, tls, metrics, access_log, tracing}
+→ {model, errors, settings}.
 """

@@ -86,6 +86,10 @@ class RouterServer:
         for replica in table.removed:
             if replica.in_flight == 0:
                 replica.pool.close()
+        now = self.plane.loop.time()
+        for balancer in table.balancers.values():  # new replicas or slots: start who was waiting
+            for waiter, replica in balancer.dispatch(now):
+                waiter.admitted(replica)
 
     def issue_token(self, endpoint: str, authorization: str, ttl: str) -> tuple[int, dict[str, Any]]:
         """A token for an `aml_token` endpoint, to a caller that holds one of its keys (admin API)."""
@@ -118,7 +122,7 @@ class RouterServer:
         tls = CertificateWatch.from_settings(settings, config_path=config_path) \
             if settings.tls_configured else None
         resources = await self.source.load()
-        telemetry = Telemetry.from_settings(settings, loop)
+        telemetry = Telemetry.from_settings(settings)
         self.plane = DataPlane(RoutingTable(), ClientLimits.from_settings(settings), telemetry=telemetry)
         self.apply(resources)
 

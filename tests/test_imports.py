@@ -39,6 +39,9 @@ LAYERS: dict[str, tuple[str, ...]] = {  # files (relative to router/) → module
     "errors.py": (*TOP, "router.front", "router.proxy", "router.admin"),
     "settings.py": (*TOP, "router.front", "router.proxy", "router.admin"),
     "proxy": (*TOP, "router.front", "router.admin"),
+    "metrics.py": (*TOP, "router.front", "router.proxy", "router.admin"),
+    "access_log.py": (*TOP, "router.front", "router.proxy", "router.admin"),
+    "tracing.py": (*TOP, "router.front", "router.proxy", "router.admin"),
     "front": TOP,
     "admin.py": TOP,
 }

@@ -72,14 +72,17 @@ class DeploymentBalancer:
         return self.dispatch(now)
 
     def dispatch(self, now: float) -> list[tuple[Any, Replica]]:
-        admitted = []
-        while self.queue:
-            waiter = self.queue[0]
-            replica = self._choose(now, waiter.tried, position=0, budget=waiter.deadline - now)
-            if replica is None:
-                break
-            self.queue.popleft()
-            admitted.append((waiter, replica))
+        admitted, queue, i = [], self.queue, 0
+        while i < len(queue):
+            waiter = queue[i]
+            replica = self._choose(now, waiter.tried, position=i, budget=waiter.deadline - now)
+            if replica is not None:
+                del queue[i]
+                admitted.append((waiter, replica))
+            elif waiter.tried:
+                i += 1  # a retry that cannot use the free replica: it must not block the ones behind
+            else:
+                break  # no slot for this one: none for those behind it either
         return admitted
 
     def enqueue(self, waiter: Any, *, first: bool = False) -> None:
@@ -128,14 +131,17 @@ class DeploymentBalancer:
             chosen = free[next(self._turn) % len(free)]
         else:
             chosen = free[0] if len(free) == 1 else pick_least_loaded(free, now, best, self._rng)
-            if best and budget > 0 and chosen.latency_ms > SLOW_FACTOR * best:
-                expected = chosen.estimate(now, best)
-                if expected > SLOW_FACTOR * best:
-                    fast = [r for r in self.replicas
-                            if not r.ejected(now) and r.estimate(now, best) <= SLOW_FACTOR * best]
+            threshold = SLOW_FACTOR * best
+            if best and chosen.latency_ms > threshold and chosen.estimate(now, best) > threshold:
+                fast_free = [r for r in free if r.estimate(now, best) <= threshold]
+                if fast_free:  # never leave a fast replica idle for a slow one
+                    chosen = fast_free[0] if len(fast_free) == 1 else pick_least_loaded(fast_free, now, best,
+                                                                                        self._rng)
+                elif budget > 0:
+                    fast = [r for r in self.replicas if not r.ejected(now) and r.estimate(now, best) <= threshold]
                     wait = expected_wait_ms(fast, capacity, position, now, best)
-                    if wait / 1000 < budget and wait + best < expected:
-                        return None  # a fast replica frees sooner than this one would answer
+                    if wait / 1000 < budget and wait + best < chosen.estimate(now, best):
+                        return None  # a busy fast replica frees sooner than this one would answer
         chosen.in_flight += 1
         return chosen
 

@@ -49,13 +49,17 @@ class Replica:
         self.started = now  # for slow start
         self.pool: Any = None  # the connection pool, attached by the proxy layer
 
-    def observe(self, latency_ms: float, now: float) -> bool:
-        """A time to first byte: the model answered. True when that ends an ejection."""
+    def observe(self, latency_ms: float, now: float, *, answered: bool = True) -> bool:
+        """A time to first byte (or, not `answered`, time spent without one: a timeout).
+
+        True when the answer ends an ejection."""
         if latency_ms >= self.latency_ms or self.latency_ms == 0.0:
             self.latency_ms = latency_ms
         else:
             self.latency_ms += (latency_ms - self.latency_ms) * EWMA_WEIGHT
         self.last_sample = now
+        if not answered:
+            return False
         self.consecutive_failures = 0
         if self.ejections and now >= self.ejected_until:
             self.ejections = 0  # healthy again: the next ejection starts short

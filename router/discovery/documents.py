@@ -301,10 +301,10 @@ def _decode(at: _At, value: object) -> str:
         if not isinstance(value, str):
             raise binascii.Error
         return base64.b64decode("".join(value.split()), validate=True).decode("utf-8")
-    except binascii.Error:
-        at.fail(f"must be base64, got {_show(value)}")
     except UnicodeDecodeError:
         at.fail("decoded value is not UTF-8 text")
+    except ValueError:  # binascii.Error, or non-ASCII text
+        at.fail(f"must be base64, got {_show(value)}")
     return ""
 
 

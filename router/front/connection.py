@@ -37,6 +37,7 @@ from router.errors import (
 from router.front.exchange import Exchange
 from router.front.limits import ClientLimits
 from router.front.mirror import MirrorGate
+from router.front.pauses import DRAINING, PENDING, PIPELINE, UPSTREAM
 from router.front.responses import error_response
 from router.front.scoring import RequestHead, new_request_id
 from router.front.telemetry import Telemetry
@@ -45,6 +46,11 @@ if TYPE_CHECKING:
     from router.balancing.table import RoutingTable
 
 HEAD, BODY, BUSY, IDLE = 1, 2, 3, 4  # what a connection is waiting for
+MAX_PIPELINE = 64  # requests a client may queue behind the one being answered
+
+
+class _PipelineFull(Exception):
+    """Raised from a parser callback to stop reading a client that pipelines too deep."""
 
 
 class DataPlane:
@@ -59,7 +65,7 @@ class DataPlane:
         self.loop = asyncio.get_running_loop()
         self.connections: set[ClientConnection] = set()
         self.mirrors = MirrorGate()
-        self.telemetry = telemetry or Telemetry(self.loop, metrics=False)
+        self.telemetry = telemetry or Telemetry(metrics=False)
         self.draining = False
 
     def protocol(self) -> ClientConnection:
@@ -80,7 +86,7 @@ class DataPlane:
             waited = now - conn.since
             if conn.phase == HEAD and waited > limits.header_timeout:
                 conn.time_out("the request headers did not arrive in time")
-            elif conn.phase == BODY and waited > limits.body_timeout and conn.reading:
+            elif conn.phase == BODY and waited > limits.body_timeout and not conn.paused & (UPSTREAM | PENDING):
                 conn.time_out("the request body stopped arriving")
             elif conn.phase == IDLE and waited > limits.keepalive_timeout:
                 conn.close()
@@ -88,24 +94,26 @@ class DataPlane:
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
+        "_advancing",
         "_head_bytes",
         "_headers",
         "_out",
         "_partial",
         "_receiving",
+        "_refusal",
         "_url",
         "current",
         "front",
-        "http11",
         "parser",
+        "paused",
         "peer_host",
         "phase",
         "pipeline",
-        "reading",
         "scheme",
         "since",
         "transport",
         "trusted",
+        "writing_paused",
     )
 
     def __init__(self, front: DataPlane) -> None:
@@ -115,12 +123,14 @@ class ClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.peer_host = b""
         self.trusted = False  # a trusted proxy: its X-Forwarded-* are kept
-        self.http11 = True
         self.current: Exchange | None = None
         self.pipeline: collections.deque[Exchange] = collections.deque()
         self.phase = HEAD
         self.since = front.loop.time()
-        self.reading = True
+        self.paused = 0  # why reading is paused: a set of `pauses` flags
+        self.writing_paused = False  # the client is not reading its answers as fast as they come
+        self._advancing = False  # exchange_done is starting the next pipelined requests
+        self._refusal: RouterError | None = None  # to send once the requests before it are answered
         self._receiving: Exchange | None = None
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -153,6 +163,9 @@ class ClientConnection(asyncio.Protocol):
             return
         except httptools.HttpParserCallbackError as exc:
             error = exc.__context__
+            if isinstance(error, _PipelineFull):  # answer what is queued, then close
+                self._refusal_after_pipeline()
+                return
             if not isinstance(error, RouterError):
                 logs.logger.error("request.failed", exc_info=error)
                 error = InternalError("the router failed on this request")
@@ -166,6 +179,13 @@ class ClientConnection(asyncio.Protocol):
             self._refuse(HeadersTooLarge(f"the request headers are over the limit of "
                                          f"{self.front.limits.max_header_bytes} bytes"))
 
+    def _refusal_after_pipeline(self) -> None:
+        """Too many pipelined requests: answer those queued, closing after the last one."""
+        self.pause_reading(DRAINING)
+        last = self.pipeline[-1] if self.pipeline else self.current
+        if last is not None:
+            last.keep_alive = False
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.front.connections.discard(self)
         if self.current is not None:
@@ -175,10 +195,12 @@ class ClientConnection(asyncio.Protocol):
         self.transport = None
 
     def pause_writing(self) -> None:
+        self.writing_paused = True
         if self.current is not None and self.current.upstream is not None:
             self.current.upstream.pause_reading()
 
     def resume_writing(self) -> None:
+        self.writing_paused = False
         if self.current is not None and self.current.upstream is not None:
             self.current.upstream.resume_reading()
 
@@ -211,16 +233,18 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return  # a request behind one that closed the connection: never answered
         parser = self.parser
-        self.http11 = parser.get_http_version() == "1.1"
         head = RequestHead(parser.get_method(), self._url, self._headers, parser.should_keep_alive(), self.trusted)
+        head.http11 = parser.get_http_version() == "1.1"
         exchange = self._receiving = Exchange(self, head)
-        if self.current is None:
+        if self.current is None and not self._advancing:
             self.phase, self.since = BODY, self.front.loop.time()
             self.current = exchange
             exchange.start()
         else:
+            if len(self.pipeline) >= MAX_PIPELINE:
+                raise _PipelineFull
             self.pipeline.append(exchange)
-            self.pause_reading()
+            self.pause_reading(PIPELINE)
 
     def on_body(self, body: bytes) -> None:
         self.since = self.front.loop.time()
@@ -250,28 +274,41 @@ class ClientConnection(asyncio.Protocol):
         if exchange is not self.current:
             return
         self.current = None
+        self.resume_reading(PENDING | UPSTREAM)  # reasons of the exchange that ended
         if not exchange.keep_alive:
             self.close()
             return
-        if self.pipeline:
-            self.current = self.pipeline.popleft()
-            self.phase, self.since = (BUSY if self.current.request_complete else BODY), self.front.loop.time()
-            self.current.start()
+        if self._advancing:
+            return  # the loop below starts the next one (no recursion through many pipelined requests)
+        self._advancing = True
+        try:
+            while self.current is None and self.pipeline and self.transport is not None:
+                self.current = self.pipeline.popleft()
+                self.phase, self.since = (BUSY if self.current.request_complete else BODY), self.front.loop.time()
+                if not self.current.request_complete or not self.pipeline:
+                    self.resume_reading(PIPELINE)  # its body, or the next requests, are still to be read
+                self.current.start()
+        finally:
+            self._advancing = False
+        if self.current is not None or self.transport is None or self.transport.is_closing():
+            return
+        if self._refusal is not None:  # what came after the answered requests was not a valid request
+            self._send_refusal(self._refusal)
         elif self.front.draining:
             self.close()
         else:
             self.phase, self.since = (HEAD if self._head_bytes >= 0 else IDLE), self.front.loop.time()
-            self.resume_reading()
+            self.resume_reading(PIPELINE)
 
-    def pause_reading(self) -> None:
-        if self.reading and self.transport is not None:
-            self.reading = False
+    def pause_reading(self, reason: int) -> None:
+        if not self.paused and self.transport is not None:
             self.transport.pause_reading()
+        self.paused |= reason
 
-    def resume_reading(self) -> None:
-        if not self.reading and self.transport is not None:
-            self.reading = True
+    def resume_reading(self, reasons: int) -> None:
+        if self.paused and not self.paused & ~reasons and self.transport is not None:
             self.transport.resume_reading()
+        self.paused &= ~reasons
 
     def close(self) -> None:
         if self.transport is not None:
@@ -291,14 +328,26 @@ class ClientConnection(asyncio.Protocol):
             self._refuse(RequestTimeout(reason))
 
     def _refuse(self, error: RouterError) -> None:
-        """Answer with `error` out of the normal flow, and close the connection."""
+        """Answer with `error` out of the normal flow, and close the connection.
+
+        Requests read whole before the bad one are answered first; the bad one is what is left
+        of the connection, so nothing more is read from it."""
         current = self.current
         if current is not None and current.response_done:
             self.close()  # answered already: what follows is not worth an answer
             return
+        if current is not None and current.request_complete:
+            self._refusal = error
+            self.pause_reading(DRAINING)
+            self.pipeline = collections.deque(e for e in self.pipeline if e.request_complete)
+            return
         if current is not None and current.response_started:
             self.abort()  # cannot answer out of turn
             return
+        self._send_refusal(error)
+
+    def _send_refusal(self, error: RouterError) -> None:
+        current = self.current
         request_id = current.head.request_id if current is not None else new_request_id()
         if current is not None:
             current.on_client_lost(error)

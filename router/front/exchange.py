@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from router import logs
 from router.errors import BadGateway, GatewayTimeout, PayloadTooLarge, RouterError, ServiceUnavailable
 from router.front.mirror import MirrorCopy
+from router.front.pauses import PENDING, UPSTREAM
 from router.front.responses import CONTINUE, error_response
 from router.front.scoring import HOP_BY_HOP, SWAGGER, RequestHead, resolve, upstream_head
 from router.front.telemetry import CLIENT_CLOSED
@@ -47,14 +48,16 @@ if TYPE_CHECKING:
 _NO_BODY_STATUS = frozenset({204, 304})
 _RESPONSE_SKIP = HOP_BY_HOP | {b"x-request-id", b"azureml-model-deployment", b"x-ms-client-request-id"}
 _PENDING_LIMIT = 256 * 1024  # body bytes buffered before admission before the client is paused
+_DISCARD_LIMIT = 1024 * 1024  # an unwanted body is read and dropped up to this; beyond, the connection closes
 MAX_ATTEMPTS = 3  # replicas tried for one request, when nothing was sent to the earlier ones
 
 
 class Exchange:
-    __slots__ = ("_chunked_response", "_connecting", "_continued", "_queue_timer", "_timer", "admitted_at", "attempts",
-                 "balancer", "body_bytes", "bytes_out", "client", "deadline", "deployment", "discard", "dispatched_at",
-                 "head", "keep_alive", "mirror", "pending", "pending_bytes", "queued", "replica", "request_complete",
-                 "request_forwarded", "response_done", "response_started", "started", "status", "tried", "upstream")
+    __slots__ = ("_chunked_response", "_connecting", "_continued", "_deferred", "_queue_timer", "_timer",
+                 "admitted_at", "attempts", "balancer", "body_bytes", "bytes_out", "client", "deadline",
+                 "deployment", "discard", "dispatched_at", "head", "keep_alive", "mirror", "pending",
+                 "pending_bytes", "queued", "replica", "request_complete", "request_forwarded", "response_done",
+                 "response_started", "started", "status", "tried", "upstream")
 
     def __init__(self, client: ClientConnection, head: RequestHead) -> None:
         self.client = client
@@ -79,6 +82,7 @@ class Exchange:
         self.response_started = self.response_done = False
         self.discard = False  # the request body is read but no longer forwarded
         self._chunked_response = self._continued = False
+        self._deferred: RouterError | None = None  # an error found before this request's turn to answer
         self._connecting: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._queue_timer: asyncio.TimerHandle | None = None
@@ -88,7 +92,11 @@ class Exchange:
         front = self.client.front
         head = self.head
         self.started = perf_counter()
+        if self.response_done:
+            return
         try:
+            if self._deferred is not None:
+                raise self._deferred
             head.check(front.max_body_bytes)
             endpoint, deployment, kind = resolve(front.table, head)
         except RouterError as error:
@@ -103,7 +111,11 @@ class Exchange:
         else:
             head.target = deployment.scoring_route
             if endpoint.mirror is not None and not head.pinned and front.mirrors.take(endpoint):
-                self.mirror = MirrorCopy.start(front, endpoint.mirror, head, self.client.peer_host)
+                self.mirror = mirror = MirrorCopy.start(front, endpoint.mirror, head, self.client.peer_host)
+                for chunk in self.pending or ():  # a body that came before this request's turn
+                    mirror.add_body(chunk)
+                if self.request_complete:
+                    mirror.end_body()
         replica = balancer.acquire(now)
         if replica is not None:
             self._admit(replica)
@@ -179,20 +191,20 @@ class Exchange:
     def _attach(self, conn: UpstreamConnection) -> None:
         self.upstream = conn
         conn.serve(self)
+        if self.client.writing_paused:  # the client is not keeping up: hold the answer back from the start
+            conn.pause_reading()
         conn.write(self._upstream_head())
         pending = self.pending
         if pending is not None:
             for chunk in pending:
                 self._forward(chunk)
-            if self.pending_bytes > _PENDING_LIMIT:
-                self.client.resume_reading()
+            self.client.resume_reading(PENDING)
         if self.request_complete:
-            self.pending = None
             self._end_request_body()
-        elif self.attempts >= MAX_ATTEMPTS:
+        if self.attempts >= MAX_ATTEMPTS:
             self.pending = None  # no further attempt can need the body again
-        # else: keep what was buffered, and keep buffering, until the request is sent
-        # whole: a retry on another replica must be able to send it again
+        # else: keep what was buffered, and keep buffering, until the answer starts:
+        # a retry on another replica must be able to send the request again
 
     def _upstream_head(self) -> bytes:
         assert self.replica is not None
@@ -200,22 +212,22 @@ class Exchange:
 
     # -- request body, from the client ----------------------------------------------------
     def on_request_body(self, data: bytes) -> None:
+        self.body_bytes += len(data)
+        if self.mirror is not None:  # the copy gets the whole body, whatever happens to the live request
+            self.mirror.add_body(data)
         if self.discard:
             return
-        self.body_bytes += len(data)
         if self.body_bytes > self.client.front.max_body_bytes:
             self.keep_alive = False
             self._fail(PayloadTooLarge(f"the request body is over the limit of "
                                        f"{self.client.front.max_body_bytes} bytes"))
             return
-        if self.mirror is not None:
-            self.mirror.add_body(data)
         if self.pending is not None:
             self.pending.append(data)
             self.pending_bytes += len(data)
             if self.pending_bytes > _PENDING_LIMIT:
                 if self.upstream is None:
-                    self.client.pause_reading()  # until admitted and connected
+                    self.client.pause_reading(PENDING)  # until admitted and connected
                 else:
                     self.pending = None  # too big to keep for a retry
         if self.upstream is not None:
@@ -226,7 +238,6 @@ class Exchange:
         if self.mirror is not None:
             self.mirror.end_body()
         if self.upstream is not None:
-            self.pending = None
             self._end_request_body()
         self._maybe_done()
 
@@ -243,10 +254,10 @@ class Exchange:
         self.request_forwarded = True
 
     def pause_request_body(self) -> None:
-        self.client.pause_reading()
+        self.client.pause_reading(UPSTREAM)
 
     def resume_request_body(self) -> None:
-        self.client.resume_reading()
+        self.client.resume_reading(UPSTREAM)
 
     # -- answer, from the replica ---------------------------------------------------------
     def on_response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
@@ -261,7 +272,7 @@ class Exchange:
         lines = [b"HTTP/1.1 %d %s" % (status, reason)]
         lines.extend(name + b": " + value for name, value in headers if name not in _RESPONSE_SKIP)
         if not content_length and status not in _NO_BODY_STATUS:
-            if self.client.http11:
+            if self.head.http11:
                 lines.append(b"transfer-encoding: chunked")
                 self._chunked_response = True
             else:  # an HTTP/1.0 client: the end of the connection ends the answer
@@ -292,7 +303,7 @@ class Exchange:
             else:
                 conn.close()
         self.response_done = True
-        self.discard = True
+        self._stop_forwarding()
         self._release_replica()
         self.client.front.telemetry.ended(self, self.status)
         self._maybe_done()
@@ -330,7 +341,7 @@ class Exchange:
         assert self.deployment is not None
         if self.replica is not None:  # a replica that hangs is a slow replica
             now = self.client.front.loop.time()
-            self.replica.observe((now - self.dispatched_at) * 1000, now)
+            self.replica.observe((now - self.dispatched_at) * 1000, now, answered=False)
         self._fail(GatewayTimeout(f"deployment {self.deployment.name!r} did not answer within "
                                   f"{self.deployment.spec.request_settings.request_timeout_ms} ms"))
 
@@ -349,14 +360,19 @@ class Exchange:
 
     def respond_error(self, error: RouterError) -> None:
         self._release_replica()
+        if self.client.current is not self:  # a pipelined request: it answers in its turn
+            self._deferred = error
+            self.discard = True
+            self.pending = None
+            return
         if not self.request_complete and (self.head.expect_continue or isinstance(error, PayloadTooLarge)):
             self.keep_alive = False  # the body is unwanted or too big to read through
         if self.client.front.draining:
             self.keep_alive = False
         self.response_started = self.response_done = True
-        self.discard = True
-        self.pending = None
-        response = error_response(error, self.head.request_id, self._echo_client_id(), keep_alive=self.keep_alive)
+        self._stop_forwarding()
+        response = error_response(error, self.head.request_id, self._echo_client_id(), keep_alive=self.keep_alive,
+                                  head_only=self.head.method == b"HEAD")
         self.bytes_out = len(response) - response.index(b"\r\n\r\n") - 4
         self.client.write(response)
         self.client.front.telemetry.ended(self, error.status, error)
@@ -401,8 +417,21 @@ class Exchange:
         if replica.retired and replica.in_flight == 0:
             replica.pool.close()
 
+    def _stop_forwarding(self) -> None:
+        """The answer is given: what is left of the request body is read and dropped (or, if much
+        is left, the connection closed), and a copy that cannot get its whole body is dropped."""
+        self.discard = True
+        self.pending = None
+        if not self.request_complete:
+            left = None if self.head.content_length is None else self.head.content_length - self.body_bytes
+            if left is None or left > _DISCARD_LIMIT:
+                self.keep_alive = False
+            self.client.resume_reading(PENDING | UPSTREAM)
+
     def _maybe_done(self) -> None:
         if self.response_done and (self.request_complete or not self.keep_alive):
+            if self.mirror is not None and not self.request_complete:
+                self.mirror.cancel()
             self.client.exchange_done(self)
 
     def __repr__(self) -> str:

@@ -49,15 +49,16 @@ class MirrorGate:
 
 
 class MirrorCopy:
-    __slots__ = ("_body", "_conn", "_front", "_peer", "_size", "_task", "_timer", "deployment", "head", "replica",
-                 "started")
+    __slots__ = ("_body", "_conn", "_counted", "_front", "_peer", "_size", "_task", "_timer", "deployment", "head",
+                 "replica", "started")
 
     def __init__(self, front: DataPlane, deployment: DeploymentRoute, head: RequestHead, peer: bytes) -> None:
         self._front = front
         self.deployment = deployment
         self.head = head
         self._peer = peer
-        self._body: list[bytes] | None = []
+        self._body: list[bytes] | None = []  # None once sent, dropped or finished
+        self._counted = True  # in the gate's in-flight count
         self._size = 0
         self._conn: UpstreamConnection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -113,7 +114,8 @@ class MirrorCopy:
         assert self.replica is not None and self._body is not None
         self._conn = conn
         conn.serve(self)
-        head = upstream_head(self.head, self.replica.host_header, self._peer, b"http", content_length=self._size)
+        head = upstream_head(self.head, self.replica.host_header, self._peer, b"http", content_length=self._size,
+                             target=self.deployment.scoring_route)
         conn.write(head + b"".join(self._body))
         self._body = None
         self._front.mirrors.sent += 1
@@ -124,12 +126,18 @@ class MirrorCopy:
             self._abandon()
 
     def _abandon(self) -> None:
-        if self._body is not None:
+        if self._body is not None and self.replica is None:
             self._body = None
             self._front.mirrors.dropped += 1
+            self._uncount()
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
             self._front.mirrors.in_flight -= 1
 
     def _finish(self, conn_ok: bool = False) -> None:
+        self._body = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -143,9 +151,9 @@ class MirrorCopy:
             else:
                 conn.close()
         replica, self.replica = self.replica, None
+        self._uncount()
         if replica is None:
             return
-        self._front.mirrors.in_flight -= 1
         for waiter, next_replica in self.deployment.balancer.release(replica, self._front.loop.time()):
             waiter.admitted(next_replica)
         if replica.retired and replica.in_flight == 0:

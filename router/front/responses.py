@@ -12,7 +12,8 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def error_response(error: RouterError, request_id: bytes, client_request_id: bytes = b"",
-                   *, keep_alive: bool) -> bytes:
+                   *, keep_alive: bool, head_only: bool = False) -> bytes:
+    """The router's own answer; `head_only` for a HEAD request, whose answer ends at its headers."""
     body = json.dumps({"error": {"code": error.code, "message": error.message,
                                  "requestId": request_id.decode("latin-1")}}).encode()
     lines = [b"HTTP/1.1 %d %s" % (error.status, _REASONS.get(error.status, b"Error")),
@@ -26,4 +27,4 @@ def error_response(error: RouterError, request_id: bytes, client_request_id: byt
     lines.extend(f"{name}: {value}".encode("latin-1") for name, value in error.headers)
     if not keep_alive:
         lines.append(b"connection: close")
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+    return b"\r\n".join(lines) + b"\r\n\r\n" + (b"" if head_only else body)

@@ -53,13 +53,14 @@ class RequestHead:
 
     __slots__ = ("authorization", "caller_traceparent", "chunked", "client_request_id", "connection_tokens",
                  "content_length", "expect_continue", "forwarded", "forwarded_for", "forwarded_host", "forwarded_proto",
-                 "host", "keep_alive", "method", "pinned", "query", "request_id", "target", "traceparent",
+                 "host", "http11", "keep_alive", "method", "pinned", "query", "request_id", "target", "traceparent",
                  "transfer_encoding")
 
     def __init__(self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]],
                  keep_alive: bool, trusted: bool = False) -> None:
         self.method = method
         self.keep_alive = keep_alive
+        self.http11 = True
         path, _, query = url.partition(b"?")
         self.query = query
         self.target = path
@@ -179,10 +180,13 @@ def resolve(table: RoutingTable, head: RequestHead) -> tuple[EndpointRoute, Depl
 
 
 def upstream_head(head: RequestHead, host_header: bytes, peer_host: bytes, scheme: bytes,
-                  content_length: int | None = None) -> bytes:
-    # X-Forwarded-* are the router's own, unless the client is a trusted proxy (then extended)
-    """The request line and headers for the replica: the client's, less what the router owns."""
-    lines = [head.method + b" " + head.target + (b"?" + head.query if head.query else b"") + b" HTTP/1.1",
+                  content_length: int | None = None, target: bytes | None = None) -> bytes:
+    """The request line and headers for the replica: the client's, less what the router owns.
+
+    X-Forwarded-* are the router's own, unless the client is a trusted proxy (then extended).
+    """
+    path = target if target is not None else head.target
+    lines = [head.method + b" " + path + (b"?" + head.query if head.query else b"") + b" HTTP/1.1",
              b"host: " + host_header]
     lines.extend(name + b": " + value for name, value in head.forwarded)
     if content_length is not None:

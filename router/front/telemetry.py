@@ -38,9 +38,8 @@ _ROUTES = {b"POST": "/api/v1/endpoint/{endpoint}/score", b"GET": "/api/v1/endpoi
 
 
 class Telemetry:
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, metrics: bool = True, access_log: AccessLog | None = None,
-                 spans: SpanExport | None = None, interval: float = 0.1) -> None:
-        self.loop = loop
+    def __init__(self, *, metrics: bool = True, access_log: AccessLog | None = None, spans: SpanExport | None = None,
+                 interval: float = 0.1) -> None:
         self.metrics = metrics  # off only to measure what counting costs (loadtests/bench.py)
         self.stats = RequestStats()
         self.access_log = access_log
@@ -52,9 +51,9 @@ class Telemetry:
         self._routes: dict[DeploymentRoute, RouteStats] = {}  # the current table's routes
 
     @classmethod
-    def from_settings(cls, settings: RouterSettings, loop: asyncio.AbstractEventLoop) -> Telemetry:
+    def from_settings(cls, settings: RouterSettings) -> Telemetry:
         spans = SpanExport(settings.trace_export) if settings.trace_export != "off" else None
-        return cls(loop, metrics=settings.metrics, access_log=AccessLog.from_setting(settings.access_log),
+        return cls(metrics=settings.metrics, access_log=AccessLog.from_setting(settings.access_log),
                    spans=spans)
 
     # -- the hot path -------------------------------------------------------------------------

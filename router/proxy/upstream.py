@@ -16,6 +16,7 @@ from typing import Protocol
 
 import httptools
 
+from router import logs
 from router.errors import BadGateway
 
 
@@ -32,8 +33,8 @@ class ResponseSink(Protocol):
 
 
 class UpstreamConnection(asyncio.Protocol):
-    __slots__ = ("_chunked", "_content_length", "_headers", "_loop", "_out", "_reason", "_until_close",
-                 "closed", "idle_since", "parser", "pool", "sent", "sink", "transport")
+    __slots__ = ("_chunked", "_content_length", "_done", "_headers", "_keep_alive", "_loop", "_out", "_reason",
+                 "_surplus", "_until_close", "closed", "idle_since", "parser", "pool", "sent", "sink", "transport")
 
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
@@ -46,6 +47,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._reason = b""
         self._content_length = self._chunked = self._until_close = False
+        # The end of an answer is handed on only after the parser returns, never from inside its
+        # callback: the exchange may then give this connection to the next request at once, and
+        # the parser must not go on feeding that request with what is left of this read.
+        self._done = self._keep_alive = self._surplus = False
         self._out: list[bytes] = []
         self._loop = asyncio.get_running_loop()
 
@@ -60,7 +65,21 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(f"invalid answer from the replica: {exc}")
+            if isinstance(exc, httptools.HttpParserCallbackError) and not self._done:
+                logs.logger.error("upstream.callback_failed", exc_info=exc.__context__)
+            if not self._done:
+                self._fail(f"invalid answer from the replica: {exc}")
+                return
+            self._surplus = True  # garbage after a complete answer: finish it, drop the connection
+        if self._done:
+            sink, keep_alive = self.sink, self._keep_alive and not self._surplus
+            self.sink = None
+            self._headers, self._reason, self._content_length, self._chunked = [], b"", False, False
+            self._until_close = self._done = self._surplus = False
+            if not keep_alive:
+                self.close()
+            if sink is not None:
+                sink.on_response_end(keep_alive)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -80,11 +99,18 @@ class UpstreamConnection(asyncio.Protocol):
         if self.sink is not None:
             self.sink.resume_request_body()
 
-    # parser events
+    # parser events (after the end of an answer, bytes of another one: ignored, and the connection dropped)
+    def on_message_begin(self) -> None:
+        if self._done:
+            self._surplus = True
+
     def on_status(self, reason: bytes) -> None:
-        self._reason += reason
+        if not self._done:
+            self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._done:
+            return
         name = name.lower()
         if name == b"content-length":
             self._content_length = True
@@ -93,6 +119,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self._done:
+            return
         status = self.parser.get_status_code()
         if status < 200:  # interim answer (100 Continue and the like): not forwarded
             self._headers, self._reason, self._content_length, self._chunked = [], b"", False, False
@@ -102,17 +130,14 @@ class UpstreamConnection(asyncio.Protocol):
             self.sink.on_response_head(status, self._reason, self._headers, self._content_length)
 
     def on_body(self, body: bytes) -> None:
-        if self.sink is not None:
+        if self.sink is not None and not self._done:
             self.sink.on_response_body(body)
 
     def on_message_complete(self) -> None:
-        if self.parser.get_status_code() < 200:
+        if self._done or self.parser.get_status_code() < 200:
             return
-        sink, self.sink = self.sink, None
-        self._headers, self._reason, self._content_length, self._chunked = [], b"", False, False
-        self._until_close = False
-        if sink is not None:
-            sink.on_response_end(self.parser.should_keep_alive())
+        self._done = True
+        self._keep_alive = self.parser.should_keep_alive()
 
     # used by the exchange
     def write(self, data: bytes) -> None:
@@ -155,6 +180,7 @@ class UpstreamConnection(asyncio.Protocol):
         """Start serving an exchange: every parser event goes to `sink` until the answer ends."""
         self.sink = sink
         self.sent = False
+        self._done = self._surplus = False
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "busy" if self.sink else "idle"
@@ -181,7 +207,7 @@ class ConnectionPool:
         idle = self.idle
         while idle:
             conn = idle.pop()
-            if not conn.closed:
+            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
                 if time.monotonic() - conn.idle_since < self.idle_timeout:
                     return conn
                 conn.close()

@@ -195,3 +195,33 @@ def test_repr_and_state_show_what_the_balancer_holds() -> None:
     state = b.state(0.0)
     assert state["queue"] == 1 and sum(x["in_flight"] for x in state["replicas"]) == 1
     assert r is not None and "in_flight=1" in repr(r)
+
+
+def test_an_idle_fast_replica_is_never_passed_over_for_a_slow_one() -> None:
+    b = balancer(n=4, capacity=1)
+    for r, latency in zip(b.replicas, (5, 5, 80, 80), strict=True):
+        r.observe(latency, 0.0)
+    for _ in range(200):  # whatever the two random choices, an idle fast replica takes the request
+        chosen = b.acquire(0.0)
+        assert chosen is not None and chosen.latency_ms == 5
+        chosen.in_flight -= 1
+
+
+def test_a_retry_at_the_head_of_the_queue_does_not_block_the_others() -> None:
+    b = balancer(n=2, capacity=1)
+    a, other = b.replicas
+    assert b.acquire(0.0) is not None and b.acquire(0.0) is not None  # both busy
+    retry, plain = Waiter("retry", tried=(a, other)), Waiter("plain")
+    b.enqueue(retry, first=True)
+    b.enqueue(plain)
+    assert b.release(a, 0.1) == [(plain, a)]  # the retry cannot use a: the next waiter gets it
+    assert list(b.queue) == [retry]
+
+
+def test_a_timeout_raises_the_latency_but_does_not_end_an_ejection() -> None:
+    r = Replica("http://r:1")
+    for _ in range(FAILURES_TO_EJECT):
+        r.fail(0.0, may_eject=True)
+    assert r.ejections == 1
+    assert not r.observe(5000, 2.0, answered=False)
+    assert r.ejections == 1 and r.latency_ms == 5000

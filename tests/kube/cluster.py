@@ -37,7 +37,7 @@ def deployment(name: str, endpoint_name: str, service: str, *, port: int | str =
     return {"apiVersion": API, "kind": "OnlineDeployment", "metadata": {"name": name, "namespace": namespace},
             "spec": {"endpointName": endpoint_name, "backend": {"service": {"name": service, "port": port}},
                      "scoringRoute": "/score",
-                     "requestSettings": {"requestTimeoutMs": timeout_ms, "maxConcurrentRequestsPerInstance": 4,
+                     "requestSettings": {"requestTimeoutMs": timeout_ms, "maxConcurrentRequestsPerInstance": 8,
                                          "maxQueueWaitMs": 2000}}}
 
 

@@ -116,6 +116,17 @@ def test_the_last_accepted_version_keeps_serving_an_invalid_edit() -> None:
     assert assembly.resources.endpoints == ()
 
 
+def test_references_to_rejected_objects_point_to_their_status() -> None:
+    objects = [endpoint("demo", {"blue": 100, "green": 0}, keys="demo-keys"), secret("demo-keys", primaryKey="p"),
+               deployment("blue", "demo", "svc-blue", timeout_ms=0), endpoint("other", {"x": 50}),
+               deployment("orphan", "other", "svc-blue")]
+    assembly, _ = build(*objects, slices=BLUE_SLICES)
+    assert assembly.reports[("OnlineEndpoint", "default", "demo")].waiting == (
+        "spec.traffic.blue: deployment 'blue' is not routed (see its status); its 100% is not routed",)
+    assert assembly.reports[("OnlineDeployment", "default", "orphan")].waiting == (
+        "spec.endpointName: OnlineEndpoint 'other' is not routed (see its status)",)
+
+
 def test_a_deployment_without_its_endpoint_waits() -> None:
     assembly, _ = build(deployment("blue", "demo", "svc-blue"), slices=BLUE_SLICES)
     assert assembly.resources.deployments == ()

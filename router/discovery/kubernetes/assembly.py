@@ -165,9 +165,11 @@ def assemble(raw: Mapping[str, Iterable[Obj]], parsed: Mapping[ResourceKey, Pars
             ready[key] = len(service_replicas[service])
         else:
             ready[key] = len(dep.urls or ())
-        if (ONLINE_ENDPOINTS.kind, dep.namespace, dep.endpoint_name) not in endpoints:
-            notes.append(f"spec.endpointName: no OnlineEndpoint {dep.endpoint_name!r} in namespace "
-                         f"{dep.namespace!r}")
+        endpoint_key = (ONLINE_ENDPOINTS.kind, dep.namespace, dep.endpoint_name)
+        if endpoint_key not in endpoints:
+            notes.append(f"spec.endpointName: OnlineEndpoint {dep.endpoint_name!r} is not routed (see its status)"
+                         if endpoint_key in parsed else
+                         f"spec.endpointName: no OnlineEndpoint {dep.endpoint_name!r} in namespace {dep.namespace!r}")
             continue
         attached.setdefault((dep.namespace, dep.endpoint_name), {})[dep.name] = dep
         if ready[key] == 0:
@@ -177,7 +179,7 @@ def assemble(raw: Mapping[str, Iterable[Obj]], parsed: Mapping[ResourceKey, Pars
     routed: list[OnlineEndpoint] = []
     for key, ep in sorted(endpoints.items()):
         own = attached.get((ep.namespace, ep.name), {})
-        ep = _resolve_shares(ep, own, deployments, waiting[key])
+        ep = _resolve_shares(ep, own, deployments, parsed, waiting[key])
         routed.append(ep)
         for name, share in ep.traffic.items():
             if share and not ready.get((ONLINE_DEPLOYMENTS.kind, ep.namespace, name)):
@@ -225,7 +227,8 @@ def _unique_endpoint_names(endpoints: dict[ResourceKey, OnlineEndpoint], created
 
 
 def _resolve_shares(ep: OnlineEndpoint, own: Mapping[str, OnlineDeployment],
-                    deployments: Mapping[ResourceKey, OnlineDeployment], notes: list[str]) -> OnlineEndpoint:
+                    deployments: Mapping[ResourceKey, OnlineDeployment], present: Mapping[ResourceKey, object],
+                    notes: list[str]) -> OnlineEndpoint:
     """The endpoint with shares of deployments that are not its own dropped, each noted."""
     kept: dict[str, dict[str, int]] = {"traffic": {}, "mirrorTraffic": {}}
     for field_name, shares in (("traffic", ep.traffic), ("mirrorTraffic", ep.mirror_traffic)):
@@ -233,10 +236,14 @@ def _resolve_shares(ep: OnlineEndpoint, own: Mapping[str, OnlineDeployment],
             if name in own:
                 kept[field_name][name] = share
                 continue
-            other = deployments.get((ONLINE_DEPLOYMENTS.kind, ep.namespace, name))
-            why = (f"no OnlineDeployment {name!r} in namespace {ep.namespace!r}" if other is None
-                   else f"deployment {name!r} belongs to endpoint {other.endpoint_name!r}"
-                   if other.endpoint_name != ep.name else f"deployment {name!r} is not routed (see its status)")
+            key = (ONLINE_DEPLOYMENTS.kind, ep.namespace, name)
+            other = deployments.get(key)
+            if other is not None and other.endpoint_name != ep.name:
+                why = f"deployment {name!r} belongs to endpoint {other.endpoint_name!r}"
+            elif other is not None or key in present:
+                why = f"deployment {name!r} is not routed (see its status)"
+            else:
+                why = f"no OnlineDeployment {name!r} in namespace {ep.namespace!r}"
             if share:
                 notes.append(f"spec.{field_name}.{name}: {why}; its {share}% is not routed")
     if kept["traffic"] == dict(ep.traffic) and kept["mirrorTraffic"] == dict(ep.mirror_traffic):

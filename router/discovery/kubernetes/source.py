@@ -103,12 +103,11 @@ class KubernetesSource:
                 self._changed.clear()
                 try:
                     assembly = self._assemble()
+                    if assembly is not None:
+                        self._apply(apply, assembly)
+                        writer.offer(assembly.reports)
                 except Exception as exc:  # a bug must not end discovery: the last state keeps serving
                     logs.event("kubernetes.assembly_failed", level=logging.ERROR, error=repr(exc))
-                    continue
-                if assembly is not None:
-                    self._apply(apply, assembly)
-                    writer.offer(assembly.reports)
         finally:
             for task in self._tasks:
                 task.cancel()
