@@ -6,7 +6,8 @@ backend, and measures with wrk (1 KiB POSTs, 16 connections by default):
   nginx   nginx as a reverse proxy with upstream keep-alive
   router  `inference-router serve` with key auth on, metrics and the access log as in production
           (`--access-log on|off|sample=F`); then router-nolog (access log off) and router-bare
-          (metrics off too): the differences are what metrics and the access log cost
+          (metrics off too), in turns (`--rounds`, medians): the differences are what metrics and
+          the access log cost
 Each proxy runs as one process pinned to core 1; wrk and the backend share core 0.
 It prints requests/s, p50, p99 and the proxy's CPU microseconds per request (read
 from /proc: steadier than throughput on a shared machine), then the ratios. The
@@ -24,6 +25,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,6 +128,14 @@ def run_wrk(wrk: str, url: str, args: argparse.Namespace, script: Path, duration
     return Result(name, rps, parse_latency(out, "50"), parse_latency(out, "99"), cpu, errors)
 
 
+def median(runs: list[Result]) -> Result:
+    """Each figure's median over the runs of one target (errors: their sum)."""
+    mid = statistics.median
+    cpu = [r.cpu_us_per_req for r in runs if r.cpu_us_per_req is not None]
+    return Result(runs[0].name, mid(r.rps for r in runs), mid(r.p50_ms for r in runs), mid(r.p99_ms for r in runs),
+                  mid(cpu) if cpu else None, sum(r.errors for r in runs))
+
+
 def measure(args: argparse.Namespace) -> list[Result]:
     nginx, wrk = find_tools()
     workdir = Path(tempfile.mkdtemp(prefix="router-bench-"))
@@ -185,8 +195,16 @@ stringData: {{primaryKey: {KEY}}}
         results = {}
         for name, url, pid in targets:  # warm up every path first, then measure
             run_wrk(wrk, url, args, script, args.warmup, pid, name)
-        for name, url, pid in targets:
+        for name, url, pid in targets[:2]:
             results[name] = run_wrk(wrk, url, args, script, args.duration, pid, name)
+        # the router variants take turns, in a rotating order, so noise on the shared machine hits them alike
+        turns: dict[str, list[Result]] = {}
+        variants = targets[2:]
+        for turn in range(args.rounds):
+            for name, url, pid in variants[turn % 3:] + variants[:turn % 3]:
+                turns.setdefault(name, []).append(run_wrk(wrk, url, args, script, args.duration / args.rounds, pid,
+                                                          name))
+        results.update((name, median(runs)) for name, runs in turns.items())
         return [results[n] for n, _, _ in targets]
     finally:
         for proc in reversed(procs):
@@ -206,6 +224,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--body-bytes", type=int, default=1024)
     parser.add_argument("--access-log", default="on", help="the router's access log: on, off or sample=F")
+    parser.add_argument("--rounds", type=int, default=5, help="turns of the router variants (medians reported)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     results = measure(args)

@@ -34,7 +34,7 @@ from router.front.telemetry import Telemetry
 from router.model import Resources
 from router.proxy.upstream import ConnectionPool
 from router.settings import RouterSettings
-from router.tls import HANDSHAKE_TIMEOUT, CertificateWatch
+from router.tls import HANDSHAKE_TIMEOUT, CertificateWatch, SecretFeed, WatchedSecret
 
 
 class _AdminServer(uvicorn.Server):
@@ -118,10 +118,13 @@ class RouterServer:
     async def run(self) -> int:
         settings, loop = self.settings, asyncio.get_running_loop()
         config_path = self.source.path if isinstance(self.source, FileSource) else None
-        # local mode: sslSecret names a Secret document of the config file
-        tls = CertificateWatch.from_settings(settings, config_path=config_path) \
-            if settings.tls_configured else None
+        # sslSecret: a Secret the cluster source watches, or (local mode) a document of the config file
+        feed = self.source if settings.ssl_secret and isinstance(self.source, SecretFeed) else None
+        tls: CertificateWatch | WatchedSecret | None = CertificateWatch.from_settings(
+            settings, config_path=config_path) if settings.tls_configured and feed is None else None
         resources = await self.source.load()
+        if feed is not None:  # its first list, before the TLS listener opens
+            tls = await WatchedSecret.from_settings(settings, feed)
         telemetry = Telemetry.from_settings(settings)
         self.plane = DataPlane(RoutingTable(), ClientLimits.from_settings(settings), telemetry=telemetry)
         self.apply(resources)
@@ -181,15 +184,19 @@ class RouterServer:
 
     async def _drain(self, listeners: list[asyncio.Server]) -> None:
         assert self.plane is not None
+        loop = asyncio.get_running_loop()
         self.ready = False
+        # From now on every answer says `connection: close`: a keep-alive client comes back
+        # through the load balancer, which is moving it to another replica.
+        self.plane.draining = True
         logs.event("draining", in_flight=self.plane.in_flight(), delay=self.settings.drain_delay)
         await asyncio.sleep(self.settings.drain_delay)
         for listener in listeners:
             listener.close()
-        self.plane.draining = True
         self.plane.close_idle()
-        deadline = asyncio.get_running_loop().time() + self.settings.drain_timeout
-        while self.plane.in_flight() and asyncio.get_running_loop().time() < deadline:
+        # A connection closes after its last answer (draining): once none is left, all is sent.
+        deadline = loop.time() + self.settings.drain_timeout
+        while self.plane.connections and loop.time() < deadline:
             await asyncio.sleep(0.05)
         for conn in list(self.plane.connections):
             conn.abort()

@@ -75,8 +75,9 @@ class DataPlane:
         return sum(1 for c in self.connections if c.current is not None)
 
     def close_idle(self) -> None:
+        """Close the connections between two requests; one receiving a request head is not idle."""
         for conn in list(self.connections):
-            if conn.current is None:
+            if conn.current is None and conn._head_bytes < 0:
                 conn.close()
 
     def sweep(self) -> None:

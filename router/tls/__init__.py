@@ -8,7 +8,7 @@
   context whose certificate `update` replaces for new handshakes only; an invalid
   replacement is refused and the current one keeps serving.
 - `sources` reads pairs from files or a Secret and polls them (`CertificateWatch`);
-  a Secret from another source becomes a pair with `secret_pair`.
+  in cluster mode `WatchedSecret` serves the Secret a cluster source watches (`SecretFeed`).
 - `certs` is the `inference-router certs` tooling: a dev CA and server certificate,
   `check` (the same validation), and a Secret manifest.
 
@@ -17,7 +17,15 @@
 
 from router.tls.context import HANDSHAKE_TIMEOUT, ServerTls, server_context
 from router.tls.material import CertificateInfo, PemPair, validate
-from router.tls.sources import CertificateWatch, PemFiles, SecretDocument, secret_data, secret_pair
+from router.tls.sources import (
+    CertificateWatch,
+    PemFiles,
+    SecretDocument,
+    SecretFeed,
+    WatchedSecret,
+    secret_data,
+    secret_pair,
+)
 
 __all__ = ["HANDSHAKE_TIMEOUT", "CertificateInfo", "CertificateWatch", "PemFiles", "PemPair", "SecretDocument",
-           "ServerTls", "secret_data", "secret_pair", "server_context", "validate"]
+           "SecretFeed", "ServerTls", "WatchedSecret", "secret_data", "secret_pair", "server_context", "validate"]

@@ -19,7 +19,7 @@ import ssl
 import tempfile
 from collections.abc import Iterator
 
-from router import logs
+from router import logs, metrics
 from router.errors import ConfigError
 from router.tls.material import EXPIRY_WARNING_DAYS, CertificateInfo, PemPair, utc_now, validate
 
@@ -124,6 +124,7 @@ class ServerTls:
             connection.context = current
 
     def _log(self, event: str, pair: PemPair) -> None:
+        metrics.set_certificate_expiry(self.certificate.not_after.timestamp())
         now = utc_now()
         logs.event(event, origin=pair.cert_origin, **self.certificate.log_fields(now))
         days = self.certificate.days_left(now)

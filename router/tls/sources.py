@@ -2,8 +2,9 @@
 
 A source reads a `PemPair` and says cheaply whether its input may have changed:
 `PemFiles` (sslCertPemFile and sslKeyPemFile) and `SecretDocument` (in local mode, the
-Secret named by sslSecret inside the config file). A Secret from anywhere else (a
-Kubernetes watch) becomes a pair through `secret_pair` and goes to `ServerTls.update`.
+Secret named by sslSecret inside the config file). In cluster mode the Secret comes from
+the cluster source's watch instead (`SecretFeed`): `WatchedSecret` turns each version into
+a pair through `secret_pair` and hands it to `ServerTls.update`.
 
 The watch polls, like the config file's: it sees in-place writes, renames and the
 symlink swaps of Kubernetes Secret volumes alike, and reads a change only once it has
@@ -17,9 +18,9 @@ import asyncio
 import base64
 import binascii
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import yaml
 
@@ -153,7 +154,7 @@ def source_for(settings: RouterSettings, *, config_path: str | os.PathLike[str] 
     if settings.ssl_secret and config_path is not None:
         return SecretDocument(config_path, settings.ssl_secret)
     raise ConfigError(["no TLS certificate source: set sslCertPemFile and sslKeyPemFile, "
-                       "or sslSecret with a config file that holds that Secret"])
+                       "or sslSecret with --kubernetes or a config file that holds that Secret"])
 
 
 class CertificateWatch:
@@ -192,3 +193,63 @@ class CertificateWatch:
 
     def __repr__(self) -> str:
         return f"<CertificateWatch {self.source!r} {self.tls!r}>"
+
+
+@runtime_checkable
+class SecretFeed(Protocol):
+    """A cluster source, as sslSecret needs it: one named Secret, watched (`KubernetesSource`)."""
+
+    async def follow_secret(self, name: str, on_change: Callable[[Mapping[str, Any] | None], None]) -> str:
+        """Call `on_change` with the Secret (None while there is none) after its first list and on
+        every change; return its namespace once listed (ConfigError if it cannot be listed)."""
+        ...
+
+
+class WatchedSecret:
+    """sslSecret in cluster mode: the Secret as a `SecretFeed` delivers it, served and rotated."""
+
+    def __init__(self, name: str, *, password: str | None = None, cname: str | None = None) -> None:
+        self.name, self.origin = name, f"sslSecret {name}"
+        self.password, self.cname = password, cname
+        self._secret: Mapping[str, Any] | None = None
+        self._changed = asyncio.Event()
+        self.tls: ServerTls  # set by `follow`
+
+    @classmethod
+    async def from_settings(cls, settings: RouterSettings, feed: SecretFeed) -> WatchedSecret:
+        assert settings.ssl_secret
+        watched = cls(settings.ssl_secret, password=settings.ssl_key_password, cname=settings.ssl_cname)
+        await watched.follow(feed)
+        return watched
+
+    async def follow(self, feed: SecretFeed) -> None:
+        """Wait for the Secret's first list and serve it: missing or invalid, a ConfigError stops the start."""
+        namespace = await feed.follow_secret(self.name, self._offer)
+        self.origin = f"sslSecret {self.name} in namespace {namespace}"
+        self._changed.clear()
+        self.tls = ServerTls(self._pair(), password=self.password, cname=self.cname)
+
+    def _offer(self, secret: Mapping[str, Any] | None) -> None:
+        self._secret = secret
+        self._changed.set()
+
+    def _pair(self) -> PemPair:
+        if self._secret is None:
+            raise ConfigError([f"{self.origin}: no such Secret (create it with cert.pem and key.pem, "
+                               "or tls.crt and tls.key)"])
+        return secret_pair(secret_data(self._secret, self.origin), self.origin)
+
+    async def run(self) -> None:
+        """Serve the latest version after each change (validation runs off the loop); refuse a bad one."""
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            try:
+                pair = self._pair()
+            except ConfigError as exc:
+                self.tls.reject(exc.problems)
+                continue
+            await asyncio.to_thread(self.tls.update, pair)
+
+    def __repr__(self) -> str:
+        return f"<WatchedSecret {self.origin} {getattr(self, 'tls', '(not listed yet)')!r}>"

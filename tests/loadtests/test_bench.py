@@ -7,6 +7,7 @@ machine is shared and a timed assertion would be noise.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ BENCH = Path(__file__).resolve().parents[2] / "loadtests" / "bench.py"
 
 
 def test_bench_measures_direct_nginx_and_router() -> None:
-    out = subprocess.run([sys.executable, str(BENCH), "--duration", "1", "--warmup", "1", "--json"],
+    out = subprocess.run([sys.executable, str(BENCH), "--duration", "1", "--warmup", "1", "--rounds", "1", "--json"],
                          capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
@@ -27,4 +28,4 @@ def test_bench_measures_direct_nginx_and_router() -> None:
         assert 0 < result["p50_ms"] <= result["p99_ms"]
     assert results["router"]["cpu_us_per_req"] > 0 and results["nginx"]["cpu_us_per_req"] > 0
     assert set(report["ratios"]) >= {"router/nginx", "router/direct"}
-    assert len(report["costs"]) == 4 and all(-1 < cost < 1 for cost in report["costs"].values()), report["costs"]
+    assert len(report["costs"]) == 4 and all(math.isfinite(cost) for cost in report["costs"].values())

@@ -8,7 +8,8 @@ from pathlib import Path
 import router
 
 PACKAGE = Path(router.__file__).resolve().parent
-TLS_MAY_IMPORT = ("router.tls", "router.errors", "router.settings", "router.logs", "router.model")
+# router.metrics: a leaf of the same layer (prometheus only), where the certificate's expiry is exported
+TLS_MAY_IMPORT = ("router.tls", "router.errors", "router.settings", "router.logs", "router.model", "router.metrics")
 
 
 def absolute_imports(path: Path) -> set[str]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from router.tls import PemPair
 from tests.helpers import ManagedProcess
@@ -101,7 +103,12 @@ def test_an_encrypted_key_is_served_with_its_password(tmp_path: Path, pki: Pki, 
 def test_the_certificate_and_its_expiry_are_logged_at_start(tmp_path: Path, pki: Pki, model: StartedModel) -> None:
     server = pki.server(days=10)
     router = start_tls_router(tmp_path, config_for(model), *files(pki, tmp_path / "tls", pki.pair(server)))
+    admin_port = router.process.ready["admin_port"]
+    metrics = httpx.get(f"http://127.0.0.1:{admin_port}/metrics", timeout=5).text
     router.process.stop()
+    exported = {s.name: s.value for f in text_string_to_metric_families(metrics) for s in f.samples}
+    assert exported["inference_router_tls_certificate_expiry_timestamp_seconds"] == \
+        server.cert.not_valid_after_utc.timestamp()
     logged = router.process.events_named("tls.certificate")[0]
     assert logged["subject"] == f"CN={CNAME}" and logged["sha256"] == leaf_fingerprint(server)
     assert logged["not_after"] == server.cert.not_valid_after_utc.isoformat()

@@ -23,7 +23,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from router import logs
+from router import logs, metrics
 from router.discovery.kubernetes.api import Kind, KubeApi, Obj
 from router.discovery.kubernetes.errors import Gone, KubeError
 from router.discovery.kubernetes.settings import WatchSettings
@@ -74,6 +74,7 @@ class Reflector:
         self.resource_version = ""
         self.lists = 0  # for tests and logs: how often it listed
         self.failing = False
+        self.last_error = ""  # the last failure's message, for a caller waiting on the first list
 
     def __repr__(self) -> str:
         state = "synced" if self.synced else "syncing"
@@ -83,7 +84,7 @@ class Reflector:
     async def run(self) -> None:
         """Forever: list when needed, watch, and recover from every failure."""
         backoff = Backoff(self.settings.backoff_s, self.settings.backoff_max_s)
-        must_list = True
+        must_list, watched = True, False
         while True:
             try:
                 if must_list:
@@ -95,6 +96,9 @@ class Reflector:
                     must_list = False
                     backoff.reset()
                 started = asyncio.get_running_loop().time()
+                if watched:
+                    metrics.watch_restarted(self.selection.kind.kind)
+                watched = True
                 if await self._watch():
                     backoff.reset()
                 elif asyncio.get_running_loop().time() - started < 1.0:
@@ -106,7 +110,7 @@ class Reflector:
                 await asyncio.sleep(backoff.next_delay())
             except KubeError as exc:
                 delay = backoff.next_delay()
-                self.failing = True
+                self.failing, self.last_error = True, str(exc)
                 logs.event("kubernetes.watch.failed", level=logging.WARNING, selection=str(self.selection),
                            error=str(exc), retry_in_s=round(delay, 2), listed=self.synced)
                 await asyncio.sleep(delay)

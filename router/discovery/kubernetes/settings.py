@@ -39,6 +39,9 @@ class KubernetesSettings:
     # a Service or Secret that a change starts to reference gets this long to be listed before
     # the change is applied without it (a change never waits forever on one forbidden namespace)
     reference_sync_s: float = 3.0
+    # a Secret followed for the router itself (the TLS certificate of --ssl-secret) must be listed
+    # within this long at start, or the start fails saying why
+    first_list_timeout_s: float = 30.0
     # the scheme and host put before /api/v1/endpoint/<name>/score in status.scoringUri
     # ("" writes the path alone)
     scoring_base_url: str = ""

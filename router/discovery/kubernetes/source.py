@@ -10,6 +10,9 @@ reports to the status writer. A change that starts to reference a Service or Sec
 applied once that reflector has listed (or after `reference_sync_s`), so that a new
 deployment never routes before its replicas are known. The router reports synced, and so
 ready, after the first state assembled from complete lists has been applied.
+
+One more Secret can be followed for the router itself (`follow_secret`: the TLS
+certificate of --ssl-secret), in the router's own namespace, outside the routing state.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,7 +91,7 @@ class KubernetesSource:
         if api is None:
             raise RuntimeError("KubernetesSource.load() first")
         settings = self.settings
-        elector = LeaderElector(api, settings.namespace or api.namespace, self.identity, settings.lease,
+        elector = LeaderElector(api, self._own_namespace(api), self.identity, settings.lease,
                                 on_change=lambda _: writer.wake())
         writer = StatusWriter(api, self._lookup, lambda: elector.is_leader,
                               scoring_base_url=settings.scoring_base_url, settings=settings.watch)
@@ -123,9 +126,41 @@ class KubernetesSource:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _start(self, selection: Selection) -> _Watched:
+    def _own_namespace(self, api: KubeApi) -> str:
+        """The router's namespace (its Lease, its own Secret): --namespace, else the client's."""
+        return self.settings.namespace or api.namespace
+
+    async def follow_secret(self, name: str, on_change: Callable[[Obj | None], None]) -> str:
+        """Watch the Secret `name` in the router's namespace, for the router's own use (not routed).
+
+        `on_change` gets the Secret (None while there is none) after the first list and after
+        every change. Returns that namespace once listed; ConfigError if not within
+        `first_list_timeout_s`. Call after `load`; the watch ends with `watch`'s.
+        """
+        if self._api is None:
+            raise RuntimeError("KubernetesSource.load() first")
+        namespace = self._own_namespace(self._api)
+        listed = asyncio.Event()
+
+        def changed() -> None:
+            on_change(watched.reflector.objects.get((namespace, name)))
+            listed.set()
+
+        watched = self._start(Selection(kind=SECRETS, namespace=namespace, fields=f"metadata.name={name}"),
+                              changed)
+        try:
+            async with asyncio.timeout(self.settings.first_list_timeout_s):
+                await listed.wait()
+        except TimeoutError:
+            watched.task.cancel()
+            raise ConfigError([f"Secret {name} in namespace {namespace}: not listed within "
+                               f"{self.settings.first_list_timeout_s:g} s: "
+                               f"{watched.reflector.last_error or 'no answer from the API server'}"]) from None
+        return namespace
+
+    def _start(self, selection: Selection, on_change: Callable[[], None] | None = None) -> _Watched:
         assert self._api is not None
-        reflector = Reflector(self._api, selection, self._changed.set, self.settings.watch)
+        reflector = Reflector(self._api, selection, on_change or self._changed.set, self.settings.watch)
         task = self._spawn(reflector.run(), f"kubernetes-watch {selection}")
         return _Watched(reflector, task, asyncio.get_running_loop().time())
 
