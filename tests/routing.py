@@ -7,11 +7,15 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -125,3 +129,80 @@ def start_sample_model(*args: str) -> StartedModel:
     """A sample model for fixtures wider than one test (stop it with `.process.stop()`)."""
     process = start_process([sys.executable, "-m", "router.sample_model", "--port", "0", *args])
     return StartedModel(process, process.ready["port"])
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> float:
+    """Seconds until `predicate()` is true; AssertionError naming `what` after `timeout`."""
+    start = time.monotonic()
+    while True:
+        if predicate():
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(interval)
+
+
+class HasPort(Protocol):
+    port: int
+
+
+class Traffic:
+    """Steady keep-alive requests to one endpoint in a thread, bounded in time; every answer is kept."""
+
+    def __init__(self, router: HasPort, endpoint: str, key: str, limit_s: float = 80) -> None:
+        self.router, self.endpoint, self.key = router, endpoint, key
+        self.answers: list[tuple[float, int, str]] = []  # time, status, model name
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._deadline = time.monotonic() + limit_s
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+    def _run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
+        path = f"/api/v1/endpoint/{self.endpoint}/score"
+        conn = http.client.HTTPConnection("127.0.0.1", self.router.port, timeout=10)
+        while not self._stop.is_set() and time.monotonic() < self._deadline:
+            try:
+                conn.request("POST", path, body=b"{}", headers=headers)
+                response = conn.getresponse()
+                body = response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self.failures.append(repr(exc))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.router.port, timeout=10)
+                continue
+            name = body.split(b'"name": "', 1)[-1].split(b'"', 1)[0].decode()
+            self.answers.append((time.monotonic(), response.status, name))
+            if response.status != 200:
+                self.failures.append(f"{response.status} {body[:200]!r}")
+            time.sleep(0.005)
+        conn.close()
+
+    def wait_for(self, predicate: Callable[[str], bool], since: float, timeout: float = 5) -> float:
+        """Seconds from `since` until an answer from a model matching `predicate`."""
+        def seen() -> bool:
+            return any(at >= since and predicate(name) for at, _, name in list(self.answers))
+        wait_until(seen, timeout, f"an answer matching the predicate; last: {self.answers[-3:]}")
+        return min(at for at, _, name in list(self.answers) if at >= since and predicate(name)) - since
+
+    def names_after(self, since: float) -> set[str]:
+        return {name for at, _, name in list(self.answers) if at >= since}
+
+    def wait_only(self, names: set[str], since: float, timeout: float = 5, window: float = 0.3) -> float:
+        """Seconds from `since` to the last answer from another model, once answers over a `window`
+        all come from `names` (0 when every answer since then did)."""
+        def settled() -> bool:
+            now = time.monotonic()
+            recent = self.names_after(now - window)
+            return now - since >= window and bool(recent) and recent <= names
+        wait_until(settled, timeout, f"answers only from {sorted(names)}; last: {self.answers[-3:]}")
+        others = [at for at, _, name in list(self.answers) if at >= since and name not in names]
+        return max(others) - since if others else 0.0

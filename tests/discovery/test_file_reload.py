@@ -2,66 +2,10 @@
 
 from __future__ import annotations
 
-import http.client
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from tests.routing import Config, RouterProcess, start_router
-
-
-class Traffic:
-    """Steady keep-alive requests in a thread, bounded in time; every answer is recorded."""
-
-    def __init__(self, router: RouterProcess, limit_s: float = 60) -> None:
-        self.router = router
-        self.answers: list[tuple[float, int, str]] = []  # time, status, model name
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._deadline = time.monotonic() + limit_s
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        headers = {**self.router.auth, "Content-Type": "application/json"}
-        conn = http.client.HTTPConnection("127.0.0.1", self.router.port, timeout=10)
-        while not self._stop.is_set() and time.monotonic() < self._deadline:
-            try:
-                conn.request("POST", "/api/v1/endpoint/demo/score", body=b"{}", headers=headers)
-                response = conn.getresponse()
-                body = response.read()
-            except (OSError, http.client.HTTPException) as exc:
-                self.failures.append(repr(exc))
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", self.router.port, timeout=10)
-                continue
-            name = body.split(b'"name": "', 1)[-1].split(b'"', 1)[0].decode()
-            self.answers.append((time.monotonic(), response.status, name))
-            if response.status != 200:
-                self.failures.append(f"{response.status} {body[:200]!r}")
-            time.sleep(0.002)
-        conn.close()
-
-    def wait_for(self, predicate: Callable[[str], bool], since: float, timeout: float = 5) -> float:
-        """Seconds from `since` until an answer from a model matching `predicate`."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for at, _, name in list(self.answers):
-                if at >= since and predicate(name):
-                    return at - since
-            time.sleep(0.02)
-        raise AssertionError(f"no matching answer within {timeout} s; last: {self.answers[-3:]}")
-
-    def names_after(self, since: float) -> set[str]:
-        return {name for at, _, name in list(self.answers) if at >= since}
+from tests.routing import Config, Traffic, start_router
 
 
 def test_edits_apply_within_two_seconds_and_bad_edits_are_refused(sample_model_factory,
@@ -73,7 +17,7 @@ def test_edits_apply_within_two_seconds_and_bad_edits_are_refused(sample_model_f
 
     router = start_router(tmp_path, config(100, 0, [b.url]))
     try:
-        with Traffic(router) as traffic:
+        with Traffic(router, "demo", router.key, limit_s=60) as traffic:
             traffic.wait_for(lambda n: n == "model-a", 0)
 
             # 1. shift all traffic by an atomic rename
