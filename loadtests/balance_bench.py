@@ -14,58 +14,17 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import queue
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from harness import router_config, start
+
 KEY = "balance-bench-key-0123"
-
-
-def start(args: list[str], stream: str) -> tuple[subprocess.Popen[str], dict]:
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: queue.Queue[str] = queue.Queue()
-    for pipe in (proc.stdout, proc.stderr):
-        threading.Thread(target=lambda p=pipe: [lines.put(line) for line in p], daemon=True).start()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.5)
-        except queue.Empty:
-            if proc.poll() is not None:
-                break
-            continue
-        if line.startswith("{") and json.loads(line).get("event") == "listening":
-            return proc, json.loads(line)
-    proc.kill()
-    raise RuntimeError(f"{args} did not start")
-
-
-def config(fast: str, slow: str) -> str:
-    return f"""
-apiVersion: inference-router.dev/v1alpha1
-kind: OnlineEndpoint
-metadata: {{name: bench}}
-spec: {{authMode: key, keysSecretRef: bench-keys, traffic: {{main: 100}}}}
----
-apiVersion: inference-router.dev/v1alpha1
-kind: OnlineDeployment
-metadata: {{name: main}}
-spec:
-  endpointName: bench
-  backend: {{urls: ["{fast}", "{slow}"]}}
-  requestSettings: {{requestTimeoutMs: 30000, maxConcurrentRequestsPerInstance: 1, maxQueueWaitMs: 20000}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: bench-keys}}
-stringData: {{primaryKey: {KEY}}}
-"""
 
 
 def drive(port: int, clients: int, requests: int) -> list[tuple[float, str]]:
@@ -98,10 +57,10 @@ def drive(port: int, clients: int, requests: int) -> list[tuple[float, str]]:
 
 def measure(policy: str, fast: str, slow: str, args: argparse.Namespace, workdir: Path) -> dict:
     path = workdir / f"{policy}.yaml"
-    path.write_text(config(fast, slow))
+    path.write_text(router_config([fast, slow], KEY, timeout_ms=30000, concurrency=1, queue_wait_ms=20000))
     router, ready = start([sys.executable, "-m", "router.cli", "serve", "--config", str(path),
                            "--allow-insecure-connections", "--host", "127.0.0.1", "--port", "0",
-                           "--admin-port", "0", "--balancing-policy", policy], "stderr")
+                           "--admin-port", "0", "--balancing-policy", policy])
     try:
         drive(ready["port"], 1, 5)  # warm up: connections and first latency samples
         results = drive(ready["port"], args.clients, args.requests)
@@ -127,7 +86,7 @@ def main() -> int:
         urls = {}
         for name, latency in (("fast", args.fast_ms), ("slow", args.fast_ms * 10)):
             proc, ready = start([sys.executable, "-m", "router.sample_model", "--port", "0", "--name", name,
-                                 "--latency-ms", str(latency)], "stdout")
+                                 "--latency-ms", str(latency)])
             models.append(proc)
             urls[name] = f"http://127.0.0.1:{ready['port']}"
         with tempfile.TemporaryDirectory() as tmp:

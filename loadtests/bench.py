@@ -33,6 +33,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from harness import router_config
+
 KEY = "bench-key-0123456789"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -154,25 +156,7 @@ def measure(args: argparse.Namespace) -> list[Result]:
   server {{ listen 127.0.0.1:{nginx_port}; location / {{
       proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""")
         config = workdir / "router.yaml"
-        config.write_text(f"""
-apiVersion: inference-router.dev/v1alpha1
-kind: OnlineEndpoint
-metadata: {{name: bench}}
-spec: {{authMode: key, keysSecretRef: bench-keys, traffic: {{main: 100}}}}
----
-apiVersion: inference-router.dev/v1alpha1
-kind: OnlineDeployment
-metadata: {{name: main}}
-spec:
-  endpointName: bench
-  backend: {{urls: ["http://127.0.0.1:{backend_port}"]}}
-  requestSettings: {{requestTimeoutMs: 10000, maxConcurrentRequestsPerInstance: 64, maxQueueWaitMs: 1000}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: bench-keys}}
-stringData: {{primaryKey: {KEY}}}
-""")
+        config.write_text(router_config([f"http://127.0.0.1:{backend_port}"], KEY))
         procs.append(subprocess.Popen(["taskset", "-c", "0", nginx, "-c", str(backend), "-p", str(workdir)]))
         wait_port(backend_port)
         nginx_proc = subprocess.Popen(["taskset", "-c", "1", nginx, "-c", str(proxy), "-p", str(workdir)])

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import secrets
 import signal
@@ -28,26 +27,12 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
+from harness import start
+
 from router.demo import REPLICAS, write_config
 
 HERE = Path(__file__).resolve().parent
 LOCUSTFILE = HERE / "locustfile.py"
-
-
-def read_event(stream: IO[str], event: str, timeout: float = 30) -> dict[str, object]:
-    """The first JSON line with `"event": event` from a child's output (the lines before it are skipped)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = stream.readline()
-        if not line:
-            raise RuntimeError(f"the process exited before {event!r}")
-        try:
-            found = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(found, dict) and found.get("event") == event:
-            return found
-    raise RuntimeError(f"no {event!r} within {timeout} s")
 
 
 class Setup:
@@ -58,24 +43,17 @@ class Setup:
         self.key = secrets.token_urlsafe(24)
         urls = {}
         for name in REPLICAS:
-            proc = self._start([sys.executable, "-m", "router.sample_model", "--port", "0",
-                                "--name", name.replace("_", "-"), "--latency-ms", str(model_latency_ms)])
-            assert proc.stdout is not None
-            urls[name] = f"http://127.0.0.1:{read_event(proc.stdout, 'listening')['port']}"
+            proc, ready = start([sys.executable, "-m", "router.sample_model", "--port", "0",
+                                 "--name", name.replace("_", "-"), "--latency-ms", str(model_latency_ms)])
+            self.procs.append(proc)
+            urls[name] = f"http://127.0.0.1:{ready['port']}"
         config = write_config(workdir, urls, self.key)
-        router = self._start([sys.executable, "-m", "router.cli", "serve", "--config", str(config),
-                              "--allow-insecure-connections", "--host", "127.0.0.1", "--port", "0",
-                              "--admin-port", "0", "--access-log", "off"], stderr=True)
-        assert router.stderr is not None
-        ready = read_event(router.stderr, "listening")
+        router, ready = start([sys.executable, "-m", "router.cli", "serve", "--config", str(config),
+                               "--allow-insecure-connections", "--host", "127.0.0.1", "--port", "0",
+                               "--admin-port", "0", "--access-log", "off"])
+        self.procs.append(router)
         self.url = f"http://127.0.0.1:{ready['port']}"
         self.admin_url = f"http://127.0.0.1:{ready['admin_port']}"
-
-    def _start(self, args: list[str], stderr: bool = False) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL if stderr else subprocess.PIPE,
-                                stderr=subprocess.PIPE if stderr else subprocess.DEVNULL, text=True)
-        self.procs.append(proc)
-        return proc
 
     def stop(self) -> None:
         for proc in self.procs:

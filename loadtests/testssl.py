@@ -17,28 +17,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from harness import router_config, start
 
 NOT_OFFERED = ("SSLv2", "SSLv3", "TLS1", "TLS1_1", "cipherlist_NULL", "cipherlist_aNULL", "cipherlist_EXPORT",
                "cipherlist_LOW", "cipherlist_3DES_IDEA", "cipherlist_AVERAGE")  # AVERAGE: obsolete CBC ciphers
 OFFERED = ("TLS1_2", "TLS1_3", "cipherlist_STRONG")
-CONFIG = """\
-apiVersion: inference-router.dev/v1alpha1
-kind: OnlineEndpoint
-metadata: {name: scan}
-spec: {authMode: key, keysSecretRef: scan-keys, traffic: {blue: 100}}
----
-apiVersion: inference-router.dev/v1alpha1
-kind: OnlineDeployment
-metadata: {name: blue}
-spec: {endpointName: scan, backend: {urls: ["http://127.0.0.1:9"]}}
----
-apiVersion: v1
-kind: Secret
-metadata: {name: scan-keys}
-stringData: {primaryKey: scan-key-0123456789}
-"""
 
 
 def find_testssl() -> str:
@@ -57,21 +42,12 @@ def start_router(workdir: Path) -> tuple[subprocess.Popen[str], int]:
     command = [sys.executable, "-m", "router.cli"]
     subprocess.run([*command, "certs", "dev", "--cname", "router.test", "--out", str(workdir)], check=True,
                    stdout=subprocess.DEVNULL)
-    (workdir / "router.yaml").write_text(CONFIG)
-    router = subprocess.Popen([*command, "serve", "--config", str(workdir / "router.yaml"), "--host", "127.0.0.1",
-                               "--tls-port", "0", "--admin-port", "0", "--ssl-cert-pem-file",
-                               str(workdir / "cert.pem"), "--ssl-key-pem-file", str(workdir / "key.pem")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    assert router.stderr is not None
-    deadline = time.monotonic() + 15
-    for line in router.stderr:
-        event = json.loads(line) if line.startswith("{") else {}
-        if event.get("event") == "listening":
-            return router, int(event["tls_port"])
-        if time.monotonic() > deadline:
-            break
-    router.kill()
-    sys.exit("testssl: the router did not start")
+    (workdir / "router.yaml").write_text(router_config(["http://127.0.0.1:9"], "scan-key-0123456789",
+                                                       endpoint="scan", deployment="blue"))
+    router, ready = start([*command, "serve", "--config", str(workdir / "router.yaml"), "--host", "127.0.0.1",
+                           "--tls-port", "0", "--admin-port", "0", "--ssl-cert-pem-file", str(workdir / "cert.pem"),
+                           "--ssl-key-pem-file", str(workdir / "key.pem")], timeout=15)
+    return router, int(ready["tls_port"])
 
 
 def findings(report: Path) -> dict[str, str]:

@@ -76,6 +76,11 @@ class Secret:
     name: str
     data: MappingProxyType[str, str]  # decoded values (from `data` base64 or `stringData`)
 
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The endpoint keys it holds: primaryKey and secondaryKey, those not empty."""
+        return tuple(self.data[k] for k in ("primaryKey", "secondaryKey") if self.data.get(k))
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Resources:

@@ -82,7 +82,8 @@ class RouterServer:
             replica.pool = ConnectionPool(replica.host, replica.port,
                                           idle_timeout=self.settings.upstream_idle_timeout)
         self.plane.table = table
-        metrics.synced()
+        if self.source.synced:  # a real state, not the empty one a cluster source starts from
+            metrics.synced()
         for replica in table.removed:
             if replica.in_flight == 0:
                 replica.pool.close()

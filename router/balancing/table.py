@@ -20,6 +20,14 @@ from router.model import OnlineDeployment, OnlineEndpoint, Resources
 from router.tokens import TokenChecker, signing_key
 
 ReplicaKey = tuple[str, str, str]  # namespace, deployment, url
+SCORE, SWAGGER = 1, 2  # what a scoring URL asks of its endpoint
+
+
+def scoring_paths(name: str) -> dict[bytes, int]:
+    """The URL paths that reach endpoint `name` (DESIGN §3), and what each asks of it."""
+    n = name.encode()
+    return {b"/api/v1/endpoint/%s/score" % n: SCORE, b"/api/v1/service/%s/score" % n: SCORE,
+            b"/api/v1/endpoint/%s/swagger.json" % n: SWAGGER}
 DeploymentKey = tuple[str, str]  # namespace, deployment
 ServiceKey = tuple[str, str]  # namespace, service name
 
@@ -69,6 +77,7 @@ class RoutingTable:
     endpoints: Mapping[str, EndpointRoute] = field(default_factory=dict)
     replicas: Mapping[ReplicaKey, Replica] = field(default_factory=dict)
     balancers: Mapping[DeploymentKey, DeploymentBalancer] = field(default_factory=dict)
+    paths: Mapping[bytes, tuple[EndpointRoute, int]] = field(default_factory=dict)  # URL path → endpoint, kind
     added: tuple[Replica, ...] = ()  # new since the previous table: they need a pool
     removed: tuple[Replica, ...] = ()  # gone since the previous table: drain and close
 
@@ -115,12 +124,13 @@ class RoutingTable:
             token_key = None
             secret = secrets.get((ep.namespace, ep.keys_secret_ref or ""))
             if secret is not None:
-                keys = tuple(secret.data[k].encode() for k in ("primaryKey", "secondaryKey")
-                             if secret.data.get(k))
+                keys = tuple(key.encode() for key in secret.keys)
                 token_key = signing_key(secret.data)
             endpoints[ep.name] = EndpointRoute(ep, keys, by_endpoint.get((ep.namespace, ep.name), {}),
                                                old_endpoints.get(ep.name), token_key)
         removed = tuple(r for k, r in old.items() if k not in replicas)
         for replica in removed:
             replica.retired = True
-        return cls(endpoints, replicas, balancers, tuple(added), removed)
+        paths = {path: (route, kind) for route in endpoints.values()
+                 for path, kind in scoring_paths(route.name).items()}
+        return cls(endpoints, replicas, balancers, paths, tuple(added), removed)

@@ -404,7 +404,7 @@ def _check_references(found: _Found) -> None:
 def _check_keys(at: _At, endpoint: OnlineEndpoint, ref: str, found: _Found) -> None:
     secret = found.objects.get(("Secret", endpoint.namespace, ref))
     if isinstance(secret, Secret):
-        if not (secret.data.get("primaryKey") or secret.data.get("secondaryKey")):
+        if not secret.keys:
             at.fail(f"Secret {ref!r} has neither a primaryKey nor a secondaryKey")
     elif found.missing("Secret", endpoint.namespace, ref):
         at.fail(f"no Secret {ref!r} in namespace {endpoint.namespace!r}")

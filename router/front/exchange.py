@@ -371,16 +371,12 @@ class Exchange:
             self.keep_alive = False
         self.response_started = self.response_done = True
         self._stop_forwarding()
-        response = error_response(error, self.head.request_id, self._echo_client_id(), keep_alive=self.keep_alive,
+        response = error_response(error, self.head.request_id, self.head.client_request_id, keep_alive=self.keep_alive,
                                   head_only=self.head.method == b"HEAD")
         self.bytes_out = len(response) - response.index(b"\r\n\r\n") - 4
         self.client.write(response)
         self.client.front.telemetry.ended(self, error.status, error)
         self._maybe_done()
-
-    def _echo_client_id(self) -> bytes:
-        cid = self.head.client_request_id
-        return cid if len(cid) <= 40 and cid.replace(b"-", b"").replace(b"_", b"").isalnum() else b""
 
     def on_client_lost(self, error: RouterError | None = None) -> None:
         """The client went away, or (`error`) the connection is refused before this request was answered."""

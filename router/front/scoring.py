@@ -12,7 +12,7 @@ import itertools
 import os
 import re
 
-from router.balancing.table import DeploymentRoute, EndpointRoute, RoutingTable
+from router.balancing.table import SCORE, SWAGGER, DeploymentRoute, EndpointRoute, RoutingTable
 from router.errors import (
     BadRequest,
     MethodNotAllowed,
@@ -34,7 +34,6 @@ _CONSUMED = HOP_BY_HOP | {b"host", b"authorization", b"content-length", b"expect
                           b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
                           b"azureml-model-deployment", b"traceparent"}
 
-SCORE, SWAGGER = 1, 2
 
 # New request ids: a random per-process prefix and a counter, in GUID form. Unique
 # across router replicas and restarts, and far cheaper than uuid4 per request.
@@ -51,10 +50,10 @@ _PREFIXES = (b"/api/v1/endpoint/", b"/api/v1/service/")
 class RequestHead:
     """One client request's line and headers, read once."""
 
-    __slots__ = ("authorization", "caller_traceparent", "chunked", "client_request_id", "connection_tokens",
-                 "content_length", "expect_continue", "forwarded", "forwarded_for", "forwarded_host", "forwarded_proto",
-                 "host", "http11", "keep_alive", "method", "pinned", "query", "request_id", "target", "traceparent",
-                 "transfer_encoding")
+    __slots__ = ("authorization", "bad_client_request_id", "caller_traceparent", "chunked", "client_request_id",
+                 "connection_tokens", "content_length", "expect_continue", "forwarded", "forwarded_for",
+                 "forwarded_host", "forwarded_proto", "host", "http11", "keep_alive", "method", "pinned", "query",
+                 "request_id", "target", "traceparent", "transfer_encoding")
 
     def __init__(self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]],
                  keep_alive: bool, trusted: bool = False) -> None:
@@ -102,6 +101,10 @@ class RequestHead:
                     self.forwarded_proto = value
                 elif name == b"x-forwarded-host":
                     self.forwarded_host = value
+        if self.client_request_id and not CLIENT_REQUEST_ID.fullmatch(self.client_request_id):
+            self.client_request_id, self.bad_client_request_id = b"", True  # refused in check(), never echoed
+        else:
+            self.bad_client_request_id = False
         self.request_id = request_id if GUID.fullmatch(request_id) else new_request_id()
         self.traceparent = router_span(self.caller_traceparent)  # the caller's trace, the router's span
         if self.connection_tokens and self.connection_tokens not in (b"keep-alive", b"close"):
@@ -110,7 +113,7 @@ class RequestHead:
 
     def check(self, max_body_bytes: int) -> None:
         """Refuse what cannot be served whatever the route: bad ids, oversized bodies."""
-        if self.client_request_id and not CLIENT_REQUEST_ID.fullmatch(self.client_request_id):
+        if self.bad_client_request_id:
             raise BadRequest("x-ms-client-request-id must be 1 to 40 letters, digits, '-' or '_'")
         if self.content_length is not None and self.content_length > max_body_bytes:
             raise PayloadTooLarge(f"the request body is over the limit of {max_body_bytes} bytes")
@@ -156,10 +159,12 @@ def authorize(authorization: bytes, keys: tuple[bytes, ...]) -> None:
 
 def resolve(table: RoutingTable, head: RequestHead) -> tuple[EndpointRoute, DeploymentRoute, int]:
     """The endpoint and deployment a request goes to, and whether it scores or asks for swagger."""
-    name, kind = parse_target(head.target)
-    endpoint = table.endpoints.get(name)
-    if endpoint is None:
+    hit = table.paths.get(head.target)  # one lookup: the table knows every scoring path
+    if hit is None:
+        name, _ = parse_target(head.target)  # which error: another route, or an unknown endpoint
         raise NotFound(f"endpoint {_shown(name)} not found")
+    endpoint, kind = hit
+    name = endpoint.name
     expected = b"POST" if kind == SCORE else b"GET"
     if head.method != expected:
         raise MethodNotAllowed(f"use {expected.decode()} here", headers=(("allow", expected.decode()),))

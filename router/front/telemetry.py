@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from router import logs
 from router.access_log import AccessLog, Record
-from router.errors import NotFound, RouterError
-from router.front.scoring import parse_target
+from router.errors import RouterError
 from router.metrics import NO_REPLICA, REASONS, RequestStats, RouteStats
 from router.tracing import SpanExport
 
@@ -159,11 +158,8 @@ class Telemetry:
 
 def _endpoint_named(ex: Exchange) -> str:
     """No deployment was chosen: the endpoint, if the URL names one that exists (labels stay bounded)."""
-    try:
-        name, _ = parse_target(ex.head.target)
-    except NotFound:
-        return ""
-    return name if name in ex.client.front.table.endpoints else ""
+    hit = ex.client.front.table.paths.get(ex.head.target)
+    return hit[0].name if hit is not None else ""
 
 
 def _span(r: Record, offset: float) -> tuple[bytes, bytes, int, int, str, dict[str, Any], bool]:

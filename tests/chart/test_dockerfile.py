@@ -39,7 +39,8 @@ def test_only_runtime_dependencies_are_installed() -> None:
     runs = " ".join(arg for op, arg in instructions() if op == "RUN")
     assert "[test]" not in runs and "[load]" not in runs and ".[" not in runs  # no extras
     assert "apt-get" not in runs  # no compilers: every dependency has a wheel
-    assert all("--no-cache-dir" in cmd for cmd in re.findall(r"pip (?:install|wheel)[^&]*", runs))
+    pip_commands = re.findall(r"pip (?:install|wheel)[^&]*", runs)
+    assert pip_commands and all("--no-cache-dir" in cmd for cmd in pip_commands)
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert "*" in ignored and "!router/" in ignored  # tests, .venv and .git stay out of the context
 

@@ -70,7 +70,7 @@ def test_an_unwanted_upload_does_not_leave_the_connection_stuck(router: RouterPr
         s.sendall(b"x" * (60000 - sent))
         rest = read_all(s, timeout=5)
     blocker.join()
-    assert b"HTTP/1.1" not in rest or statuses(rest) == [200]
+    assert statuses(rest) == []  # the rest of the unwanted upload was dropped, never read as a request
     assert httpx.post(router.score_url(), headers=router.auth, content=b"{}").status_code == 200
 
 

@@ -238,6 +238,26 @@ def test_forwarded_headers_are_set_and_hop_by_hop_dropped(blue_green: RouterProc
     assert "keep-alive" not in r.headers and "transfer-encoding" not in r.headers
 
 
+def test_hop_by_hop_headers_never_reach_the_replica(tmp_path: Path) -> None:
+    seen: list[bytes] = []
+    port, thread, listener = one_shot_replica(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", seen)
+    router = start_router(tmp_path, Config().deployment("raw", [f"http://127.0.0.1:{port}"], weight=100))
+    try:
+        r = httpx.post(router.score_url(), content=b"{}", timeout=10, headers={
+            **router.auth, "Host": "scoring.example", "Connection": "keep-alive, x-secret-hop", "x-secret-hop": "1",
+            "Keep-Alive": "timeout=5", "TE": "trailers", "Proxy-Authorization": "Basic eA==", "x-kept": "yes"})
+        assert r.status_code == 200 and r.text == "ok"
+    finally:
+        router.stop()
+        thread.join(5)
+        listener.close()
+    names = {line.split(b":")[0].lower() for line in seen[0].split(b"\r\n\r\n")[0].split(b"\r\n")[1:]}
+    assert names.isdisjoint({b"connection", b"keep-alive", b"x-secret-hop", b"te", b"proxy-authorization",
+                             b"authorization"})
+    assert {b"x-kept", b"x-forwarded-host", b"x-request-id"} <= names
+    assert b"x-forwarded-host: scoring.example" in seen[0]
+
+
 def test_bad_gateway_for_a_closed_port(sample_model_factory, tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -252,15 +272,17 @@ def test_bad_gateway_for_a_closed_port(sample_model_factory, tmp_path: Path) -> 
             router.stop()
 
 
-def one_shot_replica(answer: bytes) -> tuple[int, threading.Thread, socket.socket]:
-    """A replica that reads one request, writes `answer` and closes the connection."""
+def one_shot_replica(answer: bytes, seen: list[bytes] | None = None) -> tuple[int, threading.Thread, socket.socket]:
+    """A replica that reads one request (kept in `seen`), writes `answer` and closes the connection."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
 
     def serve() -> None:
         conn, _ = listener.accept()
-        conn.recv(65536)
+        request = conn.recv(65536)
+        if seen is not None:
+            seen.append(request)
         if answer:
             conn.sendall(answer)
         conn.close()

@@ -188,7 +188,7 @@ def assemble(raw: Mapping[str, Iterable[Obj]], parsed: Mapping[ResourceKey, Pars
         if ep.keys_secret_ref and secret is None:
             waiting[key].append(f"spec.keysSecretRef: no Secret {ep.keys_secret_ref!r} in namespace "
                                 f"{ep.namespace!r}: every call is refused")
-        elif secret is not None and not (secret.data.get("primaryKey") or secret.data.get("secondaryKey")):
+        elif secret is not None and not secret.keys:
             waiting[key].append(f"spec.keysSecretRef: Secret {ep.keys_secret_ref!r} has neither a primaryKey "
                                 "nor a secondaryKey: every call is refused")
 

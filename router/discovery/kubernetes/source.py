@@ -35,7 +35,14 @@ from router.discovery.kubernetes.api import (
     KubeApi,
     Obj,
 )
-from router.discovery.kubernetes.assembly import Assembly, Parsed, ResourceKey, assemble, parse_objects
+from router.discovery.kubernetes.assembly import (
+    SERVICE_NAME_LABEL,
+    Assembly,
+    Parsed,
+    ResourceKey,
+    assemble,
+    parse_objects,
+)
 from router.discovery.kubernetes.lease import LeaderElector
 from router.discovery.kubernetes.reflector import Reflector, Selection
 from router.discovery.kubernetes.settings import KubernetesSettings
@@ -201,7 +208,7 @@ class KubernetesSource:
                 selection = Selection(kind=SECRETS, namespace=namespace, fields=f"metadata.name={name}")
             else:
                 selection = Selection(kind=ENDPOINT_SLICES, namespace=namespace,
-                                      labels=f"kubernetes.io/service-name={name}")
+                                      labels=f"{SERVICE_NAME_LABEL}={name}")
             self._references[key] = self._start(selection)
         for key in self._references.keys() - wanted:
             self._references.pop(key).task.cancel()
@@ -224,6 +231,9 @@ class KubernetesSource:
 
     def _apply(self, apply: Apply, assembly: Assembly) -> None:
         state = (assembly.resources, assembly.service_replicas)
+        if not self.synced:  # everything is listed: this is the first full state
+            self.synced = True
+            logs.event("kubernetes.synced", endpoints=len(state[0].endpoints), deployments=len(state[0].deployments))
         if state != self._last:
             try:
                 apply(*state)
@@ -236,6 +246,3 @@ class KubernetesSource:
             logs.event("kubernetes.applied", endpoints=len(state[0].endpoints),
                        deployments=len(state[0].deployments),
                        replicas={f"{ns}/{name}": len(urls) for (ns, name), urls in state[1].items()})
-        if not self.synced:
-            self.synced = True
-            logs.event("kubernetes.synced", endpoints=len(state[0].endpoints), deployments=len(state[0].deployments))
