@@ -38,6 +38,7 @@ LAYERS: dict[str, tuple[str, ...]] = {  # files (relative to router/) → module
     "model.py": (*TOP, "router.front", "router.proxy", "router.admin"),
     "errors.py": (*TOP, "router.front", "router.proxy", "router.admin"),
     "settings.py": (*TOP, "router.front", "router.proxy", "router.admin"),
+    "files.py": (*TOP, "router.front", "router.proxy", "router.admin", "router.discovery", "router.tls"),
     "proxy": (*TOP, "router.front", "router.admin"),
     "metrics.py": (*TOP, "router.front", "router.proxy", "router.admin"),
     "access_log.py": (*TOP, "router.front", "router.proxy", "router.admin"),

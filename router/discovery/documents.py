@@ -466,12 +466,16 @@ def load_yaml(text: str, *, origin: str) -> Resources:
     return parse_documents(docs, origin=origin)
 
 
-def load_file(path: str | os.PathLike[str]) -> Resources:
-    """Read and parse a resource file; an unreadable file is a ConfigError naming the path."""
+def read_text(path: str | os.PathLike[str]) -> str:
+    """A resource file's text; an unreadable file is a ConfigError naming the path."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{os.fspath(path)}: cannot read: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError:
         raise ConfigError([f"{os.fspath(path)}: cannot read: not UTF-8 text"]) from None
-    return load_yaml(text, origin=os.fspath(path))
+
+
+def load_file(path: str | os.PathLike[str]) -> Resources:
+    """Read and parse a resource file; an unreadable file is a ConfigError naming the path."""
+    return load_yaml(read_text(path), origin=os.fspath(path))

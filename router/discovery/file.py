@@ -1,34 +1,22 @@
 """Local mode: resources from one multi-document YAML file, reloaded when it changes.
 
-The file is polled (cheap, and it sees every way a file changes: in-place edits,
-atomic renames, Kubernetes ConfigMap symlink swaps). A change is read only once the
-file has stopped changing, so a half-written file is not applied; an invalid file
-is rejected with its problems and the last good resources stay in force.
+The file is polled (`router.files`): a change is read once the file has stopped changing,
+so a half-written file is not applied; an invalid file is rejected with its problems and
+the last good resources stay in force.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-from router import logs
-from router.discovery.documents import load_yaml
+from router import files, logs
+from router.discovery.documents import load_yaml, read_text
 from router.errors import ConfigError
 from router.model import Resources
-
-_SETTLE = 0.1  # seconds a changed file must stay unchanged before it is read
-
-
-def _signature(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size, st.st_ino
 
 
 class FileSource:
@@ -38,16 +26,13 @@ class FileSource:
         self.reloads = 0
         self.rejections = 0
         self.synced = False  # the whole file was read and applied once
-        self._signature: tuple[int, int, int] | None = None
+        self._signature: files.Signature = None
         self._digest = b""
 
     async def load(self) -> Resources:
         """Read and validate the file now (the first load: its errors stop the router)."""
-        self._signature = _signature(self.path)
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError([f"{self.path}: cannot read: {exc}"]) from None
+        self._signature = files.signature(self.path)
+        text = read_text(self.path)
         self._digest = hashlib.sha256(text.encode()).digest()
         resources = load_yaml(text, origin=str(self.path))
         self.synced = True  # the server applies it before it serves
@@ -55,19 +40,14 @@ class FileSource:
 
     async def watch(self, apply: Callable[[Resources], None]) -> None:
         """Poll for changes forever, handing each valid new version to `apply`."""
-        while True:
-            await asyncio.sleep(self.poll_interval)
-            signature = _signature(self.path)
-            if signature == self._signature or signature is None:
-                continue
-            await asyncio.sleep(_SETTLE)
-            if _signature(self.path) != signature:
-                continue  # still being written: look again next round
-            self._signature = signature
+        async for signature in files.settled_changes(lambda: files.signature(self.path), self._signature,
+                                                     self.poll_interval):
+            if signature is None:
+                continue  # the file is gone (a botched deploy): keep serving what it said
             try:
-                text = self.path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                self._reject([f"{self.path}: cannot read: {exc}"])
+                text = read_text(self.path)
+            except ConfigError as exc:
+                self._reject(exc.problems)
                 continue
             digest = hashlib.sha256(text.encode()).digest()
             if digest == self._digest:

@@ -67,19 +67,13 @@ class Telemetry:
             stats = self._routes.get(route) if route is not None else None
             if stats is None:
                 stats = self._route_stats(ex, route)
-            codes = stats.codes
-            codes[status] = codes.get(status, 0) + 1
+            _count(stats, status, error, no_replica=route is not None and not route.balancer.replicas)
             stats.duration.observe(total)
             if ex.attempts:
                 stats.queue_wait.observe(ex.queued)
                 stats.upstream.observe(now - ex.admitted_at)
                 if ex.attempts > 1:
                     stats.retries += ex.attempts - 1
-            if error is not None:
-                reason = REASONS.get(error.status, "other")
-                if error.status == 503 and route is not None and not route.balancer.replicas:
-                    reason = NO_REPLICA
-                stats.rejections[reason] = stats.rejections.get(reason, 0) + 1
         log, spans = self.access_log, self.spans
         if log is not None or spans is not None:
             head = ex.head
@@ -101,10 +95,7 @@ class Telemetry:
     def refused(self, error: RouterError, request_id: bytes, peer: bytes) -> None:
         """A request refused before it was read whole (malformed, over a limit, too many connections)."""
         if self.metrics:
-            stats = self.stats.route("", "")
-            stats.codes[error.status] = stats.codes.get(error.status, 0) + 1
-            reason = REASONS.get(error.status, "other")
-            stats.rejections[reason] = stats.rejections.get(reason, 0) + 1
+            _count(self.stats.route("", ""), error.status, error)
         if self.access_log is not None:
             self.records.append((perf_counter(), request_id, b"", b"", b"", "", "", "", error.status, 0, 0, -1.0,
                                  -1.0, 0.0, 0, error.code, peer, b""))
@@ -154,6 +145,14 @@ class Telemetry:
     def __repr__(self) -> str:
         return (f"<Telemetry metrics={self.metrics} access_log={self.access_log!r} "
                 f"spans={self.spans is not None} pending={len(self.records)}>")
+
+
+def _count(stats: RouteStats, status: int, error: RouterError | None, no_replica: bool = False) -> None:
+    """One more answer with `status` and, for the router's own error, one more rejection by its reason."""
+    stats.codes[status] = stats.codes.get(status, 0) + 1
+    if error is not None:
+        reason = NO_REPLICA if error.status == 503 and no_replica else REASONS.get(error.status, "other")
+        stats.rejections[reason] = stats.rejections.get(reason, 0) + 1
 
 
 def _endpoint_named(ex: Exchange) -> str:

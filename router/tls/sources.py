@@ -24,12 +24,12 @@ from typing import Any, Protocol, runtime_checkable
 
 import yaml
 
+from router import files
 from router.errors import ConfigError
 from router.settings import RouterSettings
 from router.tls.context import ServerTls
 from router.tls.material import PemPair
 
-SETTLE = 0.1  # seconds a change must stay unchanged before it is read
 MAX_PEM_BYTES = 1 << 20  # a long chain is a few KiB: a bigger file is a mistake (a wrong path, a device)
 MAX_CONFIG_BYTES = 64 << 20
 CERT_KEYS = (("cert.pem", "key.pem"), ("tls.crt", "tls.key"))  # ours; the kubernetes.io/tls type's
@@ -45,14 +45,6 @@ class PemSource(Protocol):
     def read(self) -> PemPair:
         """The pair now; ConfigError naming the input when it cannot be read."""
         ...
-
-
-def _stat(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)  # follows symlinks: a Secret volume swaps its `..data` link
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size, st.st_ino
 
 
 def _read(path: Path, origin: str, limit: int = MAX_PEM_BYTES) -> bytes:
@@ -71,7 +63,7 @@ class PemFiles:
         self.cert, self.key = Path(cert), Path(key)
 
     def signature(self) -> Signature:
-        return _stat(self.cert), _stat(self.key)
+        return files.signature(self.cert), files.signature(self.key)
 
     def read(self) -> PemPair:
         cert_origin, key_origin = f"sslCertPemFile {self.cert}", f"sslKeyPemFile {self.key}"
@@ -97,7 +89,7 @@ class SecretDocument:
         self.path, self.name = Path(path), name
 
     def signature(self) -> Signature:
-        return (_stat(self.path),)
+        return (files.signature(self.path),)
 
     def read(self) -> PemPair:
         origin = f"sslSecret {self.name} in {self.path}"
@@ -175,15 +167,7 @@ class CertificateWatch:
 
     async def run(self) -> None:
         """Poll forever; hand each settled change to `ServerTls.update` (parsing runs off the loop)."""
-        while True:
-            await asyncio.sleep(self.poll_interval)
-            signature = self.source.signature()
-            if signature == self._seen:
-                continue
-            await asyncio.sleep(SETTLE)
-            if self.source.signature() != signature:
-                continue  # still being written
-            self._seen = signature
+        async for _ in files.settled_changes(self.source.signature, self._seen, self.poll_interval):
             try:
                 pair = await asyncio.to_thread(self.source.read)
             except ConfigError as exc:

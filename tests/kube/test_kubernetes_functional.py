@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import SampleModel
 from tests.kube.cluster import (
@@ -164,6 +165,12 @@ def test_cut_watches_410_and_a_long_outage_end_in_the_api_servers_state(
         api_server.delete("endpointslices", "demo-blue-2")
         assert wait_until(routed_as_in_api_server, 2, "blue-2 removed after a cut") < 2.0
         assert answers_after_a_moment() <= {"blue-0", "blue-1"} and slice_lists() == 1
+
+        def watch_restarts() -> float:  # the router's own count, scraped from its /metrics
+            text = httpx.get(f"http://127.0.0.1:{router.admin_port}/metrics", timeout=5).text
+            return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                       if s.name == "inference_router_discovery_watch_restarts_total")
+        wait_until(lambda: watch_restarts() >= 1, 2, "the cut watches counted as restarts")
 
         # 2. 410 Gone: changes made while the router was cut off, then history compacted
         with api_server.outage():

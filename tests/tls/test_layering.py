@@ -9,7 +9,8 @@ import router
 
 PACKAGE = Path(router.__file__).resolve().parent
 # router.metrics: a leaf of the same layer (prometheus only), where the certificate's expiry is exported
-TLS_MAY_IMPORT = ("router.tls", "router.errors", "router.settings", "router.logs", "router.model", "router.metrics")
+TLS_MAY_IMPORT = ("router.tls", "router.errors", "router.settings", "router.logs", "router.model", "router.metrics",
+                  "router.files")
 
 
 def absolute_imports(path: Path) -> set[str]:

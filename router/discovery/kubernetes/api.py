@@ -31,6 +31,12 @@ from router.discovery.kubernetes.errors import Conflict, Gone, KubeError, NotFou
 from router.errors import ConfigError
 
 Obj = dict[str, Any]
+
+
+def object_key(obj: Obj) -> tuple[str, str]:
+    """An object's namespace ("" for a cluster-wide one) and name."""
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 _SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 

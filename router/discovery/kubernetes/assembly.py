@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from router.discovery.documents import parse_document
-from router.discovery.kubernetes.api import ONLINE_DEPLOYMENTS, ONLINE_ENDPOINTS, SECRETS, Kind, Obj
+from router.discovery.kubernetes.api import ONLINE_DEPLOYMENTS, ONLINE_ENDPOINTS, SECRETS, Kind, Obj, object_key
 from router.discovery.source import ServiceKey
 from router.errors import ConfigError
 from router.model import OnlineDeployment, OnlineEndpoint, Resources, Secret
@@ -76,7 +76,7 @@ def parse_objects(kind: Kind, objects: Iterable[Obj], previous: Mapping[Resource
     parsed: dict[ResourceKey, Parsed] = {}
     for obj in objects:
         meta = obj.get("metadata") or {}
-        key = (kind.kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        key = (kind.kind, *object_key(obj))
         version = str(meta.get("resourceVersion") or "")
         before = previous.get(key)
         if before is not None and before.version == version:
@@ -130,7 +130,7 @@ def assemble(raw: Mapping[str, Iterable[Obj]], parsed: Mapping[ResourceKey, Pars
     `raw` holds the objects by kind name (for their creation times); `parsed` comes from
     `parse_objects` over the same objects.
     """
-    created = {(kind, str(o["metadata"].get("namespace")), str(o["metadata"]["name"])):
+    created = {(kind, *object_key(o)):
                str(o["metadata"].get("creationTimestamp") or "") for kind, objs in raw.items() for o in objs}
     problems: dict[ResourceKey, list[str]] = {k: list(p.problems) for k, p in parsed.items()
                                               if k[0] != SECRETS.kind}
@@ -146,7 +146,7 @@ def assemble(raw: Mapping[str, Iterable[Obj]], parsed: Mapping[ResourceKey, Pars
         meta = piece["metadata"]
         service = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
         if service:
-            by_slice_service.setdefault((str(meta.get("namespace")), str(service)), []).append(piece)
+            by_slice_service.setdefault((object_key(piece)[0], str(service)), []).append(piece)
 
     service_replicas: dict[ServiceKey, tuple[str, ...]] = {}
     service_ports: dict[ServiceKey, tuple[int | str, str]] = {}

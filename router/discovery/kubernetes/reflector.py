@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from router import logs, metrics
-from router.discovery.kubernetes.api import Kind, KubeApi, Obj
+from router.discovery.kubernetes.api import Kind, KubeApi, Obj, object_key
 from router.discovery.kubernetes.errors import Gone, KubeError
 from router.discovery.kubernetes.settings import WatchSettings
 
@@ -141,7 +141,7 @@ class Reflector:
         if kind == "BOOKMARK":
             self.resource_version = str(version or self.resource_version)
             return
-        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        key = object_key(obj)
         if kind in ("ADDED", "MODIFIED"):
             self.objects[key] = obj
         elif kind == "DELETED":
@@ -153,7 +153,7 @@ class Reflector:
 
     def _replace(self, items: list[Obj], version: str) -> None:
         """Take a fresh list as the whole truth: what is missing from it was deleted meanwhile."""
-        fresh = {(str(o["metadata"].get("namespace") or ""), str(o["metadata"]["name"])): o for o in items}
+        fresh = {object_key(o): o for o in items}
         added = fresh.keys() - self.objects.keys()
         removed = self.objects.keys() - fresh.keys()
         changed = {k for k in fresh.keys() & self.objects.keys() if fresh[k] != self.objects[k]}

@@ -153,8 +153,7 @@ class KubernetesSource:
             on_change(watched.reflector.objects.get((namespace, name)))
             listed.set()
 
-        watched = self._start(Selection(kind=SECRETS, namespace=namespace, fields=f"metadata.name={name}"),
-                              changed)
+        watched = self._start(_secret(namespace, name), changed)
         try:
             async with asyncio.timeout(self.settings.first_list_timeout_s):
                 await listed.wait()
@@ -205,7 +204,7 @@ class KubernetesSource:
         for key in wanted - self._references.keys():
             kind, namespace, name = key
             if kind == SECRETS.kind:
-                selection = Selection(kind=SECRETS, namespace=namespace, fields=f"metadata.name={name}")
+                selection = _secret(namespace, name)
             else:
                 selection = Selection(kind=ENDPOINT_SLICES, namespace=namespace,
                                       labels=f"{SERVICE_NAME_LABEL}={name}")
@@ -246,3 +245,8 @@ class KubernetesSource:
             logs.event("kubernetes.applied", endpoints=len(state[0].endpoints),
                        deployments=len(state[0].deployments),
                        replicas={f"{ns}/{name}": len(urls) for (ns, name), urls in state[1].items()})
+
+
+def _secret(namespace: str, name: str) -> Selection:
+    """The watch of one Secret, by name."""
+    return Selection(kind=SECRETS, namespace=namespace, fields=f"metadata.name={name}")
