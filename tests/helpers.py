@@ -222,6 +222,17 @@ def _parse_event(line: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def run_to_exit(args: Sequence[str], *, timeout: float = 20,
+                env: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """Run `args` until it exits by itself (stopped after `timeout`); its exit code and all its output."""
+    process = ManagedProcess(args, env=env)
+    try:
+        code = process.wait(timeout)
+    finally:
+        process.stop()
+    return code, process.output()
+
+
 def start_process(
     args: Sequence[str],
     *,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ManagedProcess, start_process
+from tests.helpers import run_to_exit, start_process
 from tests.routing import Config
 
 SERVE = [sys.executable, "-m", "router.cli", "serve"]
@@ -41,12 +41,7 @@ def busy_port() -> Iterator[int]:
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 20) -> tuple[int, str]:
-    process = ManagedProcess([*SERVE, *args], env=env)
-    try:
-        code = process.wait(timeout)
-    finally:
-        process.stop()
-    return code, process.output()
+    return run_to_exit([*SERVE, *args], env=env, timeout=timeout)
 
 
 def test_without_tls_or_insecure_it_refuses_and_says_what_to_set(config_file: Path) -> None:

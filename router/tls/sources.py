@@ -15,8 +15,6 @@ half-replaced pair is refused, and the next change is read again).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -25,7 +23,9 @@ from typing import Any, Protocol, runtime_checkable
 import yaml
 
 from router import files
+from router.discovery.documents import parse_document
 from router.errors import ConfigError
+from router.model import Secret
 from router.settings import RouterSettings
 from router.tls.context import ServerTls
 from router.tls.material import PemPair
@@ -107,24 +107,19 @@ class SecretDocument:
         return f"SecretDocument({str(self.path)!r}, {self.name!r})"
 
 
-def secret_data(doc: Mapping[str, object], origin: str) -> dict[str, bytes]:
-    """A Secret document's values: `data` decoded from base64, then `stringData` (which wins, as in Kubernetes)."""
-    values: dict[str, bytes] = {}
-    for field in ("data", "stringData"):
-        entries = doc.get(field) or {}
-        if not isinstance(entries, dict):
-            raise ConfigError([f"{origin}: {field}: must be a mapping"])
-        for key, value in entries.items():
-            if not isinstance(value, str):
-                raise ConfigError([f"{origin}: {field}.{key}: must be a string"])
-            if field == "stringData":
-                values[str(key)] = value.encode()
-                continue
-            try:
-                values[str(key)] = base64.b64decode("".join(value.split()), validate=True)
-            except binascii.Error:
-                raise ConfigError([f"{origin}: data.{key}: not base64"]) from None
-    return values
+def secret_data(doc: Mapping[str, object], origin: str) -> dict[str, str]:
+    """A Secret document's values, decoded by the one Secret validator (`stringData` wins, as in Kubernetes).
+
+    Its problems are named from `origin` (which says what the Secret is for), not from the document."""
+    given = doc.get("metadata")
+    metadata: dict[str, object] = dict(given) if isinstance(given, dict) else {}
+    try:
+        secret = parse_document({**doc, "apiVersion": "v1", "kind": "Secret",
+                                 "metadata": {**metadata, "name": "tls"}})  # the name is not what is checked
+    except ConfigError as exc:
+        raise ConfigError([f"{origin}: {problem.split(': ', 1)[1]}" for problem in exc.problems]) from None
+    assert isinstance(secret, Secret)
+    return dict(secret.data)
 
 
 def secret_pair(data: Mapping[str, str | bytes], origin: str) -> PemPair:

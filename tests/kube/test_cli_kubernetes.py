@@ -5,19 +5,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tests.helpers import ManagedProcess
+from tests.helpers import run_to_exit
 
 SERVE = [sys.executable, "-m", "router.cli", "serve", "--allow-insecure-connections", "--host", "127.0.0.1",
          "--port", "0", "--admin-port", "0"]
 
 
 def run(*args: str) -> tuple[int, str]:
-    process = ManagedProcess([*SERVE, *args])
-    try:
-        code = process.wait(30)
-    finally:
-        process.stop()
-    return code, process.output()
+    return run_to_exit([*SERVE, *args], timeout=30)
 
 
 def test_a_file_and_a_cluster_are_two_sources_pick_one(tmp_path: Path) -> None:

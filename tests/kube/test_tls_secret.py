@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from router.tls import PemPair
-from tests.helpers import ManagedProcess, SampleModel, start_process
+from tests.helpers import SampleModel, run_to_exit, start_process
 from tests.kube.cluster import deployment, endpoint, endpoint_slice, secret, wait_until
 from tests.kube.fake_apiserver import FakeApiServer
 from tests.tls.conftest import TlsRouter
@@ -129,12 +129,7 @@ def test_the_secret_is_served_and_rotated_under_traffic(cluster: FakeApiServer, 
 
 
 def refused(kubeconfig: Path) -> str:
-    process = ManagedProcess([*SERVE, "--kubeconfig", str(kubeconfig)])
-    try:
-        code = process.wait(30)
-    finally:
-        process.stop()
-    output = process.output()
+    code, output = run_to_exit([*SERVE, "--kubeconfig", str(kubeconfig)], timeout=30)
     assert code == 2, output
     assert '"listening"' not in output
     return output

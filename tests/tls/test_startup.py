@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.tls import PemPair
-from tests.helpers import ManagedProcess
+from tests.helpers import run_to_exit
 from tests.routing import StartedModel
 from tests.tls.conftest import LOOPBACK, SERVE, config_for, start_tls_router
 from tests.tls.pki import CNAME, DAY, Pki, leaf_fingerprint, now, served_fingerprint
@@ -20,12 +20,7 @@ from tests.tls.pki import CNAME, DAY, Pki, leaf_fingerprint, now, served_fingerp
 def refused(directory: Path, model: StartedModel, *args: str, env: dict[str, str] | None = None) -> str:
     config = directory / "router.yaml"
     config.write_text(config_for(model).yaml())
-    process = ManagedProcess([*SERVE, "--config", str(config), *LOOPBACK, *args], env=env)
-    try:
-        code = process.wait(20)
-    finally:
-        process.stop()
-    output = process.output()
+    code, output = run_to_exit([*SERVE, "--config", str(config), *LOOPBACK, *args], env=env)
     assert code == 2, output
     assert '"listening"' not in output
     return output

@@ -244,7 +244,7 @@ def test_a_secret_document_holds_the_pair(pki: Pki, string_data: bool) -> None:
 
 def test_string_data_wins_over_data_as_in_kubernetes() -> None:
     doc = {"data": {"cert.pem": base64.b64encode(b"old").decode()}, "stringData": {"cert.pem": "new"}}
-    assert secret_data(doc, "s") == {"cert.pem": b"new"}
+    assert secret_data(doc, "s") == {"cert.pem": "new"}
 
 
 def test_a_kubernetes_tls_secret_works_too(pki: Pki) -> None:
@@ -254,9 +254,9 @@ def test_a_kubernetes_tls_secret_works_too(pki: Pki) -> None:
 
 
 @pytest.mark.parametrize(("doc", "expected"), [
-    ({"data": {"cert.pem": "not base64!"}}, "s: data.cert.pem: not base64"),
-    ({"data": ["cert.pem"]}, "s: data: must be a mapping"),
-    ({"stringData": {"cert.pem": 12}}, "s: stringData.cert.pem: must be a string"),
+    ({"data": {"cert.pem": "not base64!"}}, "s: data.cert.pem: must be base64, got 'not base64!'"),
+    ({"data": ["cert.pem"]}, "s: data: must be a mapping, got ['cert.pem']"),
+    ({"stringData": {"cert.pem": 12}}, "s: stringData.cert.pem: must be a string, got 12"),
     ({"stringData": {"cert": "x", "key": "y"}}, "s: needs the keys cert.pem and key.pem (or tls.crt and tls.key); "
                                                 "has cert, key"),
     ({}, "s: needs the keys cert.pem and key.pem (or tls.crt and tls.key); has none"),
