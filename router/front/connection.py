@@ -34,6 +34,7 @@ from router.errors import (
     ServiceUnavailable,
     UriTooLong,
 )
+from router.front.deadlines import Deadlines
 from router.front.exchange import Exchange
 from router.front.limits import ClientLimits
 from router.front.mirror import MirrorGate
@@ -41,6 +42,7 @@ from router.front.pauses import DRAINING, PENDING, PIPELINE, UPSTREAM
 from router.front.responses import error_response
 from router.front.scoring import RequestHead, new_request_id
 from router.front.telemetry import Telemetry
+from router.proxy.cork import cork_for
 
 if TYPE_CHECKING:
     from router.balancing.table import RoutingTable
@@ -63,10 +65,16 @@ class DataPlane:
         self.max_body_bytes = self.limits.max_body_bytes
         self.scheme = scheme
         self.loop = asyncio.get_running_loop()
+        self.cork = cork_for(self.loop)
         self.connections: set[ClientConnection] = set()
+        self.deadlines: dict[float, Deadlines] = {}  # request timeouts, by their length
         self.mirrors = MirrorGate()
         self.telemetry = telemetry or Telemetry(metrics=False)
         self.draining = False
+
+    def new_deadlines(self, timeout: float) -> Deadlines:
+        deadlines = self.deadlines[timeout] = Deadlines(self.loop, timeout)
+        return deadlines
 
     def protocol(self) -> ClientConnection:
         return ClientConnection(self)
@@ -263,7 +271,7 @@ class ClientConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         # Corked: everything written while this loop iteration runs leaves in one send().
         if not self._out:
-            self.front.loop.call_soon(self.flush)
+            self.front.cork.add(self)
         self._out.append(data)
 
     def flush(self) -> None:

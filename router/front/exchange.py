@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from time import perf_counter
 from typing import TYPE_CHECKING
 
 from router import logs
 from router.errors import BadGateway, GatewayTimeout, PayloadTooLarge, RouterError, ServiceUnavailable
+from router.front.deadlines import Deadlines
 from router.front.mirror import MirrorCopy
 from router.front.pauses import PENDING, UPSTREAM
 from router.front.responses import CONTINUE, error_response
@@ -46,14 +48,17 @@ if TYPE_CHECKING:
     from router.proxy.upstream import UpstreamConnection
 
 _NO_BODY_STATUS = frozenset({204, 304})
-_RESPONSE_SKIP = HOP_BY_HOP | {b"x-request-id", b"azureml-model-deployment", b"x-ms-client-request-id"}
+# the replica's header lines the client never sees: hop-by-hop ones, and those the router sets itself
+_RESPONSE_SKIP = re.compile(rb"\r\n(?:%s)[ \t]*:[^\r]*" % b"|".join(sorted(
+    HOP_BY_HOP | {b"x-request-id", b"azureml-model-deployment", b"x-ms-client-request-id"})), re.IGNORECASE)
+_RESPONSE_HEAD = b"HTTP/1.1 %d %s%s%s\r\nazureml-model-deployment: %s\r\nx-request-id: %s%s%s\r\n\r\n"
 _PENDING_LIMIT = 256 * 1024  # body bytes buffered before admission before the client is paused
 _DISCARD_LIMIT = 1024 * 1024  # an unwanted body is read and dropped up to this; beyond, the connection closes
 MAX_ATTEMPTS = 3  # replicas tried for one request, when nothing was sent to the earlier ones
 
 
 class Exchange:
-    __slots__ = ("_chunked_response", "_connecting", "_continued", "_deferred", "_queue_timer", "_timer",
+    __slots__ = ("_chunked_response", "_connecting", "_continued", "_deadlines", "_deferred", "_queue_timer",
                  "admitted_at", "attempts", "balancer", "body_bytes", "bytes_out", "client", "deadline",
                  "deployment", "discard", "dispatched_at", "head", "keep_alive", "mirror", "pending",
                  "pending_bytes", "queued", "replica", "request_complete", "request_forwarded", "response_done",
@@ -84,7 +89,7 @@ class Exchange:
         self._chunked_response = self._continued = False
         self._deferred: RouterError | None = None  # an error found before this request's turn to answer
         self._connecting: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadlines: Deadlines | None = None  # where this request's timeout is kept
         self._queue_timer: asyncio.TimerHandle | None = None
 
     # -- start: resolve, then admit ---------------------------------------------------------
@@ -105,7 +110,8 @@ class Exchange:
         self.deployment = deployment
         balancer = self.balancer = deployment.balancer
         now = front.loop.time()
-        self._timer = front.loop.call_later(deployment.timeout, self._on_timeout)
+        deadlines = self._deadlines = front.deadlines.get(deployment.timeout) or front.new_deadlines(deployment.timeout)
+        deadlines.add(self, now)
         if kind == SWAGGER:
             head.target, head.query = b"/swagger.json", b""
         else:
@@ -260,8 +266,7 @@ class Exchange:
         self.client.resume_reading(UPSTREAM)
 
     # -- answer, from the replica ---------------------------------------------------------
-    def on_response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
-                         content_length: bool) -> None:
+    def on_response_head(self, status: int, reason: bytes, fields: bytes, content_length: bool) -> None:
         assert self.deployment is not None and self.replica is not None
         now = self.client.front.loop.time()
         if self.replica.observe((now - self.dispatched_at) * 1000, now):
@@ -269,22 +274,21 @@ class Exchange:
         self.response_started = True
         self.status = status
         self.pending = None
-        lines = [b"HTTP/1.1 %d %s" % (status, reason)]
-        lines.extend(name + b": " + value for name, value in headers if name not in _RESPONSE_SKIP)
+        framing = b""
         if not content_length and status not in _NO_BODY_STATUS:
             if self.head.http11:
-                lines.append(b"transfer-encoding: chunked")
+                framing = b"\r\ntransfer-encoding: chunked"
                 self._chunked_response = True
             else:  # an HTTP/1.0 client: the end of the connection ends the answer
                 self.keep_alive = False
-        lines.append(b"azureml-model-deployment: " + self.deployment.header_value)
-        lines.append(b"x-request-id: " + self.head.request_id)
-        if self.head.client_request_id:
-            lines.append(b"x-ms-client-request-id: " + self.head.client_request_id)
+        head = self.head
+        client_id = b"\r\nx-ms-client-request-id: " + head.client_request_id if head.client_request_id else b""
+        close = b""
         if not self.keep_alive or self.client.front.draining:
             self.keep_alive = False
-            lines.append(b"connection: close")
-        self.client.write(b"\r\n".join(lines) + b"\r\n\r\n")
+            close = b"\r\nconnection: close"
+        self.client.write(_RESPONSE_HEAD % (status, reason, _RESPONSE_SKIP.sub(b"", fields), framing,
+                                            self.deployment.header_value, head.request_id, client_id, close))
 
     def on_response_body(self, data: bytes) -> None:
         self.bytes_out += len(data)
@@ -336,8 +340,9 @@ class Exchange:
         self._fail(error)
 
     # -- endings --------------------------------------------------------------------------
-    def _on_timeout(self) -> None:
-        self._timer = None
+    def expire(self) -> None:
+        """The request timeout ran out."""
+        self._deadlines = None
         assert self.deployment is not None
         if self.replica is not None:  # a replica that hangs is a slow replica
             now = self.client.front.loop.time()
@@ -397,9 +402,9 @@ class Exchange:
         self._release_replica()
 
     def _release_replica(self, keep_timer: bool = False) -> None:
-        if self._timer is not None and not keep_timer:
-            self._timer.cancel()
-            self._timer = None
+        if self._deadlines is not None and not keep_timer:
+            self._deadlines.discard(self)
+            self._deadlines = None
         if self._queue_timer is not None:  # still waiting for a slot: leave the queue
             self._queue_timer.cancel()
             self._queue_timer = None

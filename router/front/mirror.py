@@ -160,8 +160,7 @@ class MirrorCopy:
             replica.pool.close()
 
     # the upstream connection's sink: the answer is read and dropped
-    def on_response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
-                         content_length: bool) -> None:
+    def on_response_head(self, status: int, reason: bytes, fields: bytes, content_length: bool) -> None:
         if self.replica is not None:
             now = self._front.loop.time()
             self.replica.observe((now - self.started) * 1000, now)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from typing import Protocol
 
@@ -18,13 +19,13 @@ import httptools
 
 from router import logs
 from router.errors import BadGateway
+from router.proxy.cork import cork_for
 
 
 class ResponseSink(Protocol):
     """What an upstream connection reports to the exchange it serves."""
 
-    def on_response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
-                         content_length: bool) -> None: ...
+    def on_response_head(self, status: int, reason: bytes, fields: bytes, content_length: bool) -> None: ...
     def on_response_body(self, data: bytes) -> None: ...
     def on_response_end(self, keep_alive: bool) -> None: ...
     def on_upstream_error(self, error: BadGateway, sent: bool) -> None: ...
@@ -32,9 +33,17 @@ class ResponseSink(Protocol):
     def resume_request_body(self) -> None: ...
 
 
+MAX_HEAD_BYTES = 64 * 1024  # an answer's status line and headers
+# the headers that frame an answer's body (the parser checks their values)
+_FRAMING = re.compile(rb"\r\n(content-length|transfer-encoding)[ \t]*:", re.IGNORECASE)
+
+
 class UpstreamConnection(asyncio.Protocol):
-    __slots__ = ("_chunked", "_content_length", "_done", "_headers", "_keep_alive", "_loop", "_out", "_reason",
-                 "_surplus", "_until_close", "closed", "idle_since", "parser", "pool", "sent", "sink", "transport")
+    """The answer's head is kept as the bytes that came (the parser only checks it and finds its
+    end): the header lines are handed on as one block, with no call per header."""
+
+    __slots__ = ("_cork", "_done", "_head", "_head_size", "_keep_alive", "_out", "_surplus", "_until_close",
+                 "closed", "idle_since", "parser", "pool", "sent", "sink", "transport")
 
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
@@ -44,15 +53,15 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.sent = False  # whether any byte of the current exchange left for the replica
         self.idle_since = 0.0
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._reason = b""
-        self._content_length = self._chunked = self._until_close = False
+        self._head: list[bytes] | None = None  # what came of an answer whose head is not complete
+        self._head_size = 0
+        self._until_close = False
         # The end of an answer is handed on only after the parser returns, never from inside its
         # callback: the exchange may then give this connection to the next request at once, and
         # the parser must not go on feeding that request with what is left of this read.
         self._done = self._keep_alive = self._surplus = False
         self._out: list[bytes] = []
-        self._loop = asyncio.get_running_loop()
+        self._cork = cork_for(asyncio.get_running_loop())
 
     # transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -62,6 +71,10 @@ class UpstreamConnection(asyncio.Protocol):
         if self.sink is None:  # bytes nobody asked for: the connection is out of step
             self.close()
             return
+        head = self._head
+        if head is not None:
+            head.append(data)
+            self._head_size += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -74,12 +87,13 @@ class UpstreamConnection(asyncio.Protocol):
         if self._done:
             sink, keep_alive = self.sink, self._keep_alive and not self._surplus
             self.sink = None
-            self._headers, self._reason, self._content_length, self._chunked = [], b"", False, False
             self._until_close = self._done = self._surplus = False
             if not keep_alive:
                 self.close()
             if sink is not None:
                 sink.on_response_end(keep_alive)
+        elif self._head is not None and self._head_size > MAX_HEAD_BYTES:
+            self._fail(f"the replica's answer headers are over {MAX_HEAD_BYTES} bytes")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -104,30 +118,28 @@ class UpstreamConnection(asyncio.Protocol):
         if self._done:
             self._surplus = True
 
-    def on_status(self, reason: bytes) -> None:
-        if not self._done:
-            self._reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._done:
-            return
-        name = name.lower()
-        if name == b"content-length":
-            self._content_length = True
-        elif name == b"transfer-encoding":
-            self._chunked = True
-        self._headers.append((name, value))
-
     def on_headers_complete(self) -> None:
-        if self._done:
+        if self._done or self._head is None:
             return
+        raw = self._head[0] if len(self._head) == 1 else b"".join(self._head)
+        end = raw.find(b"\r\n\r\n")  # the parser takes CRLF line ends only: the first blank line ends the head
         status = self.parser.get_status_code()
         if status < 200:  # interim answer (100 Continue and the like): not forwarded
-            self._headers, self._reason, self._content_length, self._chunked = [], b"", False, False
+            rest = raw[end + 4:]
+            self._head, self._head_size = [rest], len(rest)
             return
-        self._until_close = not (self._content_length or self._chunked or status in (204, 304))
-        if self.sink is not None:
-            self.sink.on_response_head(status, self._reason, self._headers, self._content_length)
+        self._head = None
+        line_end = raw.find(b"\r\n")
+        fields = raw[line_end:end]  # every header line, each starting with CRLF
+        content_length = chunked = False
+        for name in _FRAMING.findall(fields):
+            if len(name) == 14:
+                content_length = True
+            else:
+                chunked = True
+        self._until_close = not (content_length or chunked or status in (204, 304))
+        if self.sink is not None:  # the reason phrase: after "HTTP/1.1 200 "
+            self.sink.on_response_head(status, raw[13:line_end], fields, content_length)
 
     def on_body(self, body: bytes) -> None:
         if self.sink is not None and not self._done:
@@ -143,10 +155,10 @@ class UpstreamConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         # Corked: the request head and body written in one loop iteration leave in one send().
         if not self._out:
-            self._loop.call_soon(self._flush)
+            self._cork.add(self)
         self._out.append(data)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         out, self._out = self._out, []
         if out and self.transport is not None and not self.closed:
             self.sent = True
@@ -181,6 +193,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink = sink
         self.sent = False
         self._done = self._surplus = False
+        self._head, self._head_size = [], 0
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "busy" if self.sink else "idle"
