@@ -68,8 +68,10 @@ class DeploymentBalancer:
     def release(self, replica: Replica, now: float) -> list[tuple[Any, Replica]]:
         """A request on `replica` ended: free its slot; return the waiters to start, and where."""
         replica.in_flight -= 1
-        self._count(now)
-        return self.dispatch(now)
+        if now - self._bucket_start >= 1.0:
+            self._roll(now)
+        self._counts[1] += 1
+        return self.dispatch(now) if self.queue else []
 
     def dispatch(self, now: float) -> list[tuple[Any, Replica]]:
         admitted, queue, i = [], self.queue, 0
@@ -104,7 +106,8 @@ class DeploymentBalancer:
 
     def retry_after(self, now: float) -> int:
         """Seconds until the queue ahead of a new request is likely drained, from 1 to 60."""
-        self._count(now, 0)
+        if now - self._bucket_start >= 1.0:
+            self._roll(now)
         rate = (self._counts[0] + self._counts[1]) / (1.0 + min(1.0, now - self._bucket_start))
         if rate <= 0:
             return 1 if not self.queue else 10
@@ -145,12 +148,11 @@ class DeploymentBalancer:
         chosen.in_flight += 1
         return chosen
 
-    def _count(self, now: float, n: int = 1) -> None:
-        if now - self._bucket_start >= 1.0:
-            elapsed = now - self._bucket_start
-            self._counts = [self._counts[1] if elapsed < 2.0 else 0, 0]
-            self._bucket_start = now
-        self._counts[1] += n
+    def _roll(self, now: float) -> None:
+        """A new one-second bucket of completions."""
+        elapsed = now - self._bucket_start
+        self._counts = [self._counts[1] if elapsed < 2.0 else 0, 0]
+        self._bucket_start = now
 
     def state(self, now: float) -> dict[str, Any]:
         return {"queue": len(self.queue), "capacity_per_replica": self.capacity, "policy": self.policy,

@@ -183,10 +183,21 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._refuse(BadRequest(f"malformed HTTP request: {exc}"))
             return
-        # a head still incomplete: complete headers plus the one being received count against the limit
-        if self._head_bytes >= 0 and self._head_bytes + self._partial > self.front.limits.max_header_bytes:
-            self._refuse(HeadersTooLarge(f"the request headers are over the limit of "
-                                         f"{self.front.limits.max_header_bytes} bytes"))
+        if self._head_bytes >= 0:  # a head still incomplete
+            try:
+                self._check_head(self._partial)
+            except HeadersTooLarge as error:
+                self._refuse(error)
+
+    def _check_head(self, partial: int) -> None:
+        """The request head so far against the limits: its complete headers, plus `partial` bytes of
+        the one being received. Checked once per read and when the head is complete, not per header:
+        a read adds a bounded number of headers."""
+        limits = self.front.limits
+        if len(self._headers) > limits.max_header_count:
+            raise HeadersTooLarge(f"more than {limits.max_header_count} request headers")
+        if self._head_bytes + partial > limits.max_header_bytes:
+            raise HeadersTooLarge(f"the request headers are over the limit of {limits.max_header_bytes} bytes")
 
     def _refusal_after_pipeline(self) -> None:
         """Too many pipelined requests: answer those queued, closing after the last one."""
@@ -228,16 +239,12 @@ class ClientConnection(asyncio.Protocol):
             raise UriTooLong(f"the URL is over the limit of {self.front.limits.max_url_bytes} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        self._headers.append((name, value))
         self._head_bytes += len(name) + len(value) + 4
         self._partial = 0
-        limits = self.front.limits
-        if len(self._headers) > limits.max_header_count:
-            raise HeadersTooLarge(f"more than {limits.max_header_count} request headers")
-        if self._head_bytes > limits.max_header_bytes:
-            raise HeadersTooLarge(f"the request headers are over the limit of {limits.max_header_bytes} bytes")
 
     def on_headers_complete(self) -> None:
+        self._check_head(0)
         self._head_bytes = -1
         if self.transport is None or self.transport.is_closing():
             return  # a request behind one that closed the connection: never answered
@@ -283,7 +290,8 @@ class ClientConnection(asyncio.Protocol):
         if exchange is not self.current:
             return
         self.current = None
-        self.resume_reading(PENDING | UPSTREAM)  # reasons of the exchange that ended
+        if self.paused:
+            self.resume_reading(PENDING | UPSTREAM)  # reasons of the exchange that ended
         if not exchange.keep_alive:
             self.close()
             return
@@ -307,7 +315,8 @@ class ClientConnection(asyncio.Protocol):
             self.close()
         else:
             self.phase, self.since = (HEAD if self._head_bytes >= 0 else IDLE), self.front.loop.time()
-            self.resume_reading(PIPELINE)
+            if self.paused:
+                self.resume_reading(PIPELINE)
 
     def pause_reading(self, reason: int) -> None:
         if not self.paused and self.transport is not None:

@@ -39,6 +39,7 @@ from router.front.pauses import PENDING, UPSTREAM
 from router.front.responses import CONTINUE, error_response
 from router.front.scoring import HOP_BY_HOP, SWAGGER, RequestHead, resolve, upstream_head
 from router.front.telemetry import CLIENT_CLOSED
+from router.proxy.upstream import CACHED_BYTES, CACHED_HEADS
 
 if TYPE_CHECKING:
     from router.balancing.admission import DeploymentBalancer
@@ -51,6 +52,20 @@ _NO_BODY_STATUS = frozenset({204, 304})
 # the replica's header lines the client never sees: hop-by-hop ones, and those the router sets itself
 _RESPONSE_SKIP = re.compile(rb"\r\n(?:%s)[ \t]*:[^\r]*" % b"|".join(sorted(
     HOP_BY_HOP | {b"x-request-id", b"azureml-model-deployment", b"x-ms-client-request-id"})), re.IGNORECASE)
+_passed_on: dict[bytes, bytes] = {}  # the replica's header lines, less those skipped (they repeat: see upstream)
+
+
+def passed_on(fields: bytes) -> bytes:
+    kept = _passed_on.get(fields)
+    if kept is None:
+        kept = _RESPONSE_SKIP.sub(b"", fields)
+        if len(fields) <= CACHED_BYTES:
+            if len(_passed_on) >= CACHED_HEADS:
+                _passed_on.clear()
+            _passed_on[fields] = kept
+    return kept
+
+
 _RESPONSE_HEAD = b"HTTP/1.1 %d %s%s%s\r\nazureml-model-deployment: %s\r\nx-request-id: %s%s%s\r\n\r\n"
 _PENDING_LIMIT = 256 * 1024  # body bytes buffered before admission before the client is paused
 _DISCARD_LIMIT = 1024 * 1024  # an unwanted body is read and dropped up to this; beyond, the connection closes
@@ -287,7 +302,7 @@ class Exchange:
         if not self.keep_alive or self.client.front.draining:
             self.keep_alive = False
             close = b"\r\nconnection: close"
-        self.client.write(_RESPONSE_HEAD % (status, reason, _RESPONSE_SKIP.sub(b"", fields), framing,
+        self.client.write(_RESPONSE_HEAD % (status, reason, _passed_on.get(fields) or passed_on(fields), framing,
                                             self.deployment.header_value, head.request_id, client_id, close))
 
     def on_response_body(self, data: bytes) -> None:
@@ -306,11 +321,14 @@ class Exchange:
                 conn.pool.release(conn)
             else:
                 conn.close()
-        self.response_done = True
-        self._stop_forwarding()
+        self.response_done = self.discard = True
+        self.pending = None
+        if not self.request_complete:
+            self._stop_forwarding()
         self._release_replica()
         self.client.front.telemetry.ended(self, self.status)
-        self._maybe_done()
+        if self.request_complete or not self.keep_alive:
+            self._maybe_done()
 
     def on_upstream_error(self, error: BadGateway, sent: bool) -> None:
         self.upstream = None  # the connection closed itself

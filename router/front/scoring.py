@@ -51,7 +51,7 @@ class RequestHead:
     """One client request's line and headers, read once."""
 
     __slots__ = ("authorization", "bad_client_request_id", "caller_traceparent", "chunked", "client_request_id",
-                 "connection_tokens", "content_length", "expect_continue", "forwarded", "forwarded_for",
+                 "connection_tokens", "content_length", "expect_continue", "fields", "forwarded_for",
                  "forwarded_host", "forwarded_proto", "host", "http11", "keep_alive", "method", "pinned", "query",
                  "request_id", "target", "traceparent", "transfer_encoding")
 
@@ -63,7 +63,7 @@ class RequestHead:
         path, _, query = url.partition(b"?")
         self.query = query
         self.target = path
-        self.forwarded: list[tuple[bytes, bytes]] = []
+        forwarded: list[tuple[bytes, bytes]] = []
         self.host = self.authorization = self.pinned = self.client_request_id = b""
         self.content_length: int | None = None
         self.chunked = self.expect_continue = False
@@ -71,10 +71,11 @@ class RequestHead:
         self.forwarded_for = self.forwarded_proto = self.forwarded_host = b""
         request_id = self.caller_traceparent = b""
         for name, value in headers:
+            name = name.lower()
             if name not in _CONSUMED:
                 if name == b"x-ms-client-request-id":
                     self.client_request_id = value
-                self.forwarded.append((name, value))
+                forwarded.append((name, value))
             elif name == b"authorization":
                 self.authorization = value
             elif name == b"host":
@@ -105,11 +106,12 @@ class RequestHead:
             self.client_request_id, self.bad_client_request_id = b"", True  # refused in check(), never echoed
         else:
             self.bad_client_request_id = False
-        self.request_id = request_id if GUID.fullmatch(request_id) else new_request_id()
+        self.request_id = request_id if request_id and GUID.fullmatch(request_id) else new_request_id()
         self.traceparent = router_span(self.caller_traceparent)  # the caller's trace, the router's span
         if self.connection_tokens and self.connection_tokens not in (b"keep-alive", b"close"):
             named = {t.strip() for t in self.connection_tokens.split(b",")}
-            self.forwarded = [(n, v) for n, v in self.forwarded if n not in named]
+            forwarded = [(n, v) for n, v in forwarded if n not in named]
+        self.fields = b"".join([b"%s: %s\r\n" % field for field in forwarded])  # the header lines passed on
 
     def check(self, max_body_bytes: int) -> None:
         """Refuse what cannot be served whatever the route: bad ids, oversized bodies."""
@@ -184,6 +186,10 @@ def resolve(table: RoutingTable, head: RequestHead) -> tuple[EndpointRoute, Depl
     return endpoint, deployment, kind
 
 
+_UPSTREAM_HEAD = (b"%s %s HTTP/1.1\r\nhost: %s\r\n%s%sx-request-id: %s\r\ntraceparent: %s\r\n"
+                  b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n%s\r\n")
+
+
 def upstream_head(head: RequestHead, host_header: bytes, peer_host: bytes, scheme: bytes,
                   content_length: int | None = None, target: bytes | None = None) -> bytes:
     """The request line and headers for the replica: the client's, less what the router owns.
@@ -191,21 +197,18 @@ def upstream_head(head: RequestHead, host_header: bytes, peer_host: bytes, schem
     X-Forwarded-* are the router's own, unless the client is a trusted proxy (then extended).
     """
     path = target if target is not None else head.target
-    lines = [head.method + b" " + path + (b"?" + head.query if head.query else b"") + b" HTTP/1.1",
-             b"host: " + host_header]
-    lines.extend(name + b": " + value for name, value in head.forwarded)
+    if head.query:
+        path += b"?" + head.query
     if content_length is not None:
-        lines.append(b"content-length: %d" % content_length)
+        length = b"content-length: %d\r\n" % content_length
     elif head.chunked:
-        lines.append(b"transfer-encoding: chunked")
+        length = b"transfer-encoding: chunked\r\n"
     elif head.content_length is not None:
-        lines.append(b"content-length: %d" % head.content_length)
-    elif head.method == b"POST":
-        lines.append(b"content-length: 0")
-    lines.append(b"x-request-id: " + head.request_id)
-    lines.append(b"traceparent: " + head.traceparent)
-    lines.append(b"x-forwarded-for: " + (head.forwarded_for + b", " + peer_host if head.forwarded_for else peer_host))
-    lines.append(b"x-forwarded-proto: " + (head.forwarded_proto or scheme))
-    if head.forwarded_host or head.host:
-        lines.append(b"x-forwarded-host: " + (head.forwarded_host or head.host))
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+        length = b"content-length: %d\r\n" % head.content_length
+    else:
+        length = b"content-length: 0\r\n" if head.method == b"POST" else b""
+    forwarded_host = head.forwarded_host or head.host
+    return _UPSTREAM_HEAD % (
+        head.method, path, host_header, head.fields, length, head.request_id, head.traceparent,
+        head.forwarded_for + b", " + peer_host if head.forwarded_for else peer_host, head.forwarded_proto or scheme,
+        b"x-forwarded-host: " + forwarded_host + b"\r\n" if forwarded_host else b"")

@@ -18,13 +18,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from bisect import bisect_left
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from router import logs
 from router.access_log import AccessLog, Record
 from router.errors import RouterError
-from router.metrics import NO_REPLICA, REASONS, RequestStats, RouteStats
+from router.metrics import BUCKETS, NO_REPLICA, REASONS, RequestStats, RouteStats
 from router.tracing import SpanExport
 
 if TYPE_CHECKING:
@@ -63,21 +64,30 @@ class Telemetry:
         now = perf_counter()
         total = now - ex.started
         route = ex.deployment
-        if self.metrics:
+        if self.metrics:  # Durations.observe, written out: this runs for every request
             stats = self._routes.get(route) if route is not None else None
             if stats is None:
                 stats = self._route_stats(ex, route)
-            _count(stats, status, error, no_replica=route is not None and not route.balancer.replicas)
-            stats.duration.observe(total)
+            codes = stats.codes
+            codes[status] = codes.get(status, 0) + 1
+            if error is not None:
+                _reject(stats, error, no_replica=route is not None and not route.balancer.replicas)
+            durations = stats.duration
+            durations.counts[bisect_left(BUCKETS, total)] += 1
+            durations.sum += total
             if ex.attempts:
-                stats.queue_wait.observe(ex.queued)
-                stats.upstream.observe(now - ex.admitted_at)
+                durations = stats.queue_wait
+                durations.counts[bisect_left(BUCKETS, ex.queued)] += 1
+                durations.sum += ex.queued
+                durations, upstream = stats.upstream, now - ex.admitted_at
+                durations.counts[bisect_left(BUCKETS, upstream)] += 1
+                durations.sum += upstream
                 if ex.attempts > 1:
                     stats.retries += ex.attempts - 1
         log, spans = self.access_log, self.spans
         if log is not None or spans is not None:
             head = ex.head
-            logged = log is not None and log.keeps(status)
+            logged = log is not None and (log.sample >= 1.0 or log.keeps(status))
             traced = spans is not None and head.traceparent[53:55] != b"00"
             if logged or traced:
                 attempted = ex.attempts > 0
@@ -95,7 +105,9 @@ class Telemetry:
     def refused(self, error: RouterError, request_id: bytes, peer: bytes) -> None:
         """A request refused before it was read whole (malformed, over a limit, too many connections)."""
         if self.metrics:
-            _count(self.stats.route("", ""), error.status, error)
+            stats = self.stats.route("", "")
+            stats.codes[error.status] = stats.codes.get(error.status, 0) + 1
+            _reject(stats, error)
         if self.access_log is not None:
             self.records.append((perf_counter(), request_id, b"", b"", b"", "", "", "", error.status, 0, 0, -1.0,
                                  -1.0, 0.0, 0, error.code, peer, b""))
@@ -147,12 +159,10 @@ class Telemetry:
                 f"spans={self.spans is not None} pending={len(self.records)}>")
 
 
-def _count(stats: RouteStats, status: int, error: RouterError | None, no_replica: bool = False) -> None:
-    """One more answer with `status` and, for the router's own error, one more rejection by its reason."""
-    stats.codes[status] = stats.codes.get(status, 0) + 1
-    if error is not None:
-        reason = NO_REPLICA if error.status == 503 and no_replica else REASONS.get(error.status, "other")
-        stats.rejections[reason] = stats.rejections.get(reason, 0) + 1
+def _reject(stats: RouteStats, error: RouterError, no_replica: bool = False) -> None:
+    """One more rejection, by the reason of the router's own `error`."""
+    reason = NO_REPLICA if error.status == 503 and no_replica else REASONS.get(error.status, "other")
+    stats.rejections[reason] = stats.rejections.get(reason, 0) + 1
 
 
 def _endpoint_named(ex: Exchange) -> str:

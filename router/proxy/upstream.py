@@ -36,6 +36,23 @@ class ResponseSink(Protocol):
 MAX_HEAD_BYTES = 64 * 1024  # an answer's status line and headers
 # the headers that frame an answer's body (the parser checks their values)
 _FRAMING = re.compile(rb"\r\n(content-length|transfer-encoding)[ \t]*:", re.IGNORECASE)
+# A replica sends the same header lines again and again (Date changes once a second, Content-Length
+# with the answer's size): what they say of the framing is looked up, not searched for, most times.
+_framing_of: dict[bytes, tuple[bool, bool]] = {}
+CACHED_HEADS, CACHED_BYTES = 1024, 2048  # caches of header blocks: at most 2 MiB
+
+
+def framing(fields: bytes) -> tuple[bool, bool]:
+    """Whether header lines `fields` have a Content-Length, and a Transfer-Encoding."""
+    found = _framing_of.get(fields)
+    if found is None:
+        names = [len(name) for name in _FRAMING.findall(fields)]
+        found = (14 in names, 17 in names)  # len("content-length"), len("transfer-encoding")
+        if len(fields) <= CACHED_BYTES:
+            if len(_framing_of) >= CACHED_HEADS:
+                _framing_of.clear()
+            _framing_of[fields] = found
+    return found
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -131,12 +148,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._head = None
         line_end = raw.find(b"\r\n")
         fields = raw[line_end:end]  # every header line, each starting with CRLF
-        content_length = chunked = False
-        for name in _FRAMING.findall(fields):
-            if len(name) == 14:
-                content_length = True
-            else:
-                chunked = True
+        content_length, chunked = _framing_of.get(fields) or framing(fields)
         self._until_close = not (content_length or chunked or status in (204, 304))
         if self.sink is not None:  # the reason phrase: after "HTTP/1.1 200 "
             self.sink.on_response_head(status, raw[13:line_end], fields, content_length)
