@@ -1,8 +1,9 @@
 """The access log: one JSON line per request, written in batches off the hot path.
 
-The data plane appends one tuple (`Record`) per finished request to a list; a periodic
-task formats the batch and writes it in one call (stdout by default, where a container
-runtime collects it), so the request path never formats or writes a line. Errors
+The data plane appends one tuple (`Record`) per finished request to a list; the lines of
+one loop turn's requests are formatted at the end of that turn, after their answers are
+sent, and a periodic task writes what accumulated in one call (stdout by default, where
+a container runtime collects it), so a request never waits for its line. Errors
 (status 400 and up) are always logged; `sample=F` keeps a share F of the others.
 
 A line, in this order (times in milliseconds; null where a step did not happen):
@@ -96,12 +97,19 @@ class AccessLog:
     def keeps(self, status: int) -> bool:
         return status >= 400 or self.sample >= 1.0 or random.random() < self.sample
 
+    def format(self, records: list[Record], clock_offset: float) -> bytes:
+        return b"".join([format_line(r, clock_offset) for r in records])
+
+    def write_lines(self, data: bytes, count: int) -> None:
+        """Write `count` formatted lines in one call."""
+        stream = self.stream or sys.stdout.buffer
+        stream.write(data)
+        stream.flush()
+        self.lines += count
+
     def write(self, records: list[Record], clock_offset: float) -> None:
         if records:
-            stream = self.stream or sys.stdout.buffer
-            stream.write(b"".join([format_line(r, clock_offset) for r in records]))
-            stream.flush()
-            self.lines += len(records)
+            self.write_lines(self.format(records, clock_offset), len(records))
 
     def __repr__(self) -> str:
         return f"<AccessLog sample={self.sample:g} lines={self.lines}>"

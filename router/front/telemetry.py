@@ -3,8 +3,9 @@
 `Telemetry.ended` runs once per exchange, on the hot path, so it does the least it can:
 it adds to the counters of the request's (endpoint, deployment), found once per
 routing table, and appends one tuple to a list when the access log or the span export
-wants the request. Formatting, writing and exporting happen in `run`, every
-`interval`, and once more in `close` at shutdown.
+wants the request. Access-log lines are formatted at the end of the loop turn (after
+the answers are sent); writing and exporting happen in `run`, every `interval`, and
+once more in `close` at shutdown.
 
 How requests end, and what is counted (`status`): the answer completed (the model's
 status); the router answered with its own error (its status; a rejection, with a
@@ -37,8 +38,6 @@ CLIENT_CLOSED = 499  # nginx's code for a client that went away before its answe
 _ROUTES = {b"POST": "/api/v1/endpoint/{endpoint}/score", b"GET": "/api/v1/endpoint/{endpoint}/swagger.json"}
 
 
-_SLICE = 64  # access-log lines formatted in one turn of the event loop
-
 class Telemetry:
     def __init__(self, *, metrics: bool = True, access_log: AccessLog | None = None, spans: SpanExport | None = None,
                  interval: float = 0.1) -> None:
@@ -47,7 +46,9 @@ class Telemetry:
         self.access_log = access_log
         self.spans = spans
         self.interval = interval
-        self.records: list[Record] = []  # for the access log
+        self.records: list[Record] = []  # for the access log: this loop turn's, formatted at its end
+        self._lines: list[bytes] = []  # formatted, to be written at the next interval
+        self._line_count = 0
         self.span_records: list[Record] = []
         self._table: RoutingTable | None = None
         self._routes: dict[DeploymentRoute, RouteStats] = {}  # the current table's routes
@@ -98,6 +99,8 @@ class Telemetry:
                           now - ex.admitted_at if attempted else -1.0, total, max(0, ex.attempts - 1),
                           error.code if error is not None else "", ex.client.peer_host, head.caller_traceparent)
                 if logged:
+                    if not self.records:  # the first of this turn: format them all when the turn ends
+                        ex.client.front.loop.call_soon(self._format)
                     self.records.append(record)
                 if traced:
                     self.span_records.append(record)
@@ -109,6 +112,8 @@ class Telemetry:
             stats.codes[error.status] = stats.codes.get(error.status, 0) + 1
             _reject(stats, error)
         if self.access_log is not None:
+            if not self.records:
+                asyncio.get_running_loop().call_soon(self._format)
             self.records.append((perf_counter(), request_id, b"", b"", b"", "", "", "", error.status, 0, 0, -1.0,
                                  -1.0, 0.0, 0, error.code, peer, b""))
 
@@ -126,26 +131,29 @@ class Telemetry:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            # A batch is written in slices, each in its own turn of the loop, so that no request
-            # waits behind a whole batch of formatting (a long pause would show in the p99).
-            while len(self.records) > _SLICE:
-                self.flush(_SLICE)
-                await asyncio.sleep(0)
             self.flush()
 
-    def flush(self, most: int | None = None) -> None:
-        offset = time.time() - perf_counter()
-        if self.records and self.access_log is not None:
-            if most is None or most >= len(self.records):
-                records, self.records = self.records, []
-            else:
-                records, self.records = self.records[:most], self.records[most:]
+    def _format(self) -> None:
+        """Format the access-log lines of the requests that ended in this loop turn: after the answers
+        are flushed, a few at a time, never a whole interval's batch at once (that pause would show
+        in the tail latency)."""
+        records, self.records = self.records, []
+        if records and self.access_log is not None:
+            self._lines.append(self.access_log.format(records, time.time() - perf_counter()))
+            self._line_count += len(records)
+
+    def flush(self) -> None:
+        self._format()
+        if self._lines and self.access_log is not None:
+            data, count = b"".join(self._lines), self._line_count
+            self._lines, self._line_count = [], 0
             try:
-                self.access_log.write(records, offset)
+                self.access_log.write_lines(data, count)
             except (OSError, ValueError, AttributeError) as exc:  # a broken or missing stdout must not stop the router
-                logs.event("access_log.failed", level=logging.ERROR, error=str(exc), lost=len(records))
+                logs.event("access_log.failed", level=logging.ERROR, error=str(exc), lost=count)
         if self.span_records and self.spans is not None:
             records, self.span_records = self.span_records, []
+            offset = time.time() - perf_counter()
             self.spans.export(_span(r, offset) for r in records)
 
     def close(self) -> None:
@@ -156,7 +164,7 @@ class Telemetry:
 
     def __repr__(self) -> str:
         return (f"<Telemetry metrics={self.metrics} access_log={self.access_log!r} "
-                f"spans={self.spans is not None} pending={len(self.records)}>")
+                f"spans={self.spans is not None} pending={len(self.records) + self._line_count}>")
 
 
 def _reject(stats: RouteStats, error: RouterError, no_replica: bool = False) -> None:
