@@ -6,8 +6,9 @@ parent id is the router's own span, new for each request:
   (`tracestate` passes on unchanged, as any other header);
 - none, or an invalid one: a new trace id and span id; sampled only when the router
   exports its spans (the flag says the caller "may have recorded" the trace).
-Ids come from `random.getrandbits`, as OpenTelemetry's own generator does: they must be
-unique, not secret, and a system call per request would cost more than the rest.
+Ids must be unique, not secret: the router's are a random part drawn once per process
+and a per-request serial number (the same serial as the request id's), so that
+drawing random bits per request does not cost more than the rest of the request.
 
 Export (`SpanExport`) is off by default and needs the `otel` extra
 (`pip install 'inference-router[otel]'`); the OpenTelemetry SDK is imported only here,
@@ -19,8 +20,9 @@ variables.
 
 from __future__ import annotations
 
-import random
+import itertools
 import re
+import secrets
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,13 +32,25 @@ EXPORTERS = ("off", "otlp", "console")
 # version, trace id, parent id, flags; lower-case hex only (W3C Trace Context §3.2)
 _TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE, _ZERO_SPAN = b"0" * 32, b"0" * 16
-_bits = random.getrandbits
+# new trace ids: 20 random hex digits, then the serial; span ids: 4 random (never zero), then the serial
+_TRACE_PREFIX = b"%020x" % (secrets.randbits(80) | 1)
+_SPAN_PREFIX = b"%04x" % (secrets.randbelow(0xFFFF) + 1)
+_serials = itertools.count(secrets.randbits(32))
+
+
+def serial() -> bytes:
+    """A new per-process serial number: 12 hex digits."""
+    return b"%012x" % (next(_serials) & 0xFFFFFFFFFFFF)
 
 new_trace_flags = b"00"  # b"01" while spans are exported: see `SpanExport`
 
 
-def router_span(incoming: bytes) -> bytes:
-    """The `traceparent` the router sends upstream: the caller's trace (if valid) with the router's span."""
+def router_span(incoming: bytes, number: bytes | None = None) -> bytes:
+    """The `traceparent` the router sends upstream: the caller's trace (if valid) with the router's span.
+
+    `number`: the request's serial (from `serial()`), if it has one already."""
+    if number is None:
+        number = serial()
     if incoming:
         incoming = incoming.strip()
         m = _TRACEPARENT.match(incoming)
@@ -45,8 +59,8 @@ def router_span(incoming: bytes) -> bytes:
                                                 len(incoming) == 55 or incoming[55:56] == b"-"):
             trace_id = m[2]
             if trace_id != _ZERO_TRACE and m[3] != _ZERO_SPAN:
-                return b"00-%s-%016x-%s" % (trace_id, _bits(64) or 1, m[4])
-    return b"00-%032x-%016x-%s" % (_bits(128) or 1, _bits(64) or 1, new_trace_flags)
+                return b"00-%s-%s%s-%s" % (trace_id, _SPAN_PREFIX, number, m[4])
+    return b"00-%s%s-%s%s-%s" % (_TRACE_PREFIX, number, _SPAN_PREFIX, number, new_trace_flags)
 
 
 def parent_span_id(incoming: bytes, outgoing: bytes) -> bytes:

@@ -8,7 +8,6 @@ and a replica, or raises the `RouterError` the client gets.
 from __future__ import annotations
 
 import hmac
-import itertools
 import os
 import re
 
@@ -21,7 +20,7 @@ from router.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
-from router.tracing import router_span
+from router.tracing import router_span, serial
 
 GUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 CLIENT_REQUEST_ID = re.compile(rb"[A-Za-z0-9_-]{1,40}")
@@ -29,21 +28,29 @@ CLIENT_REQUEST_ID = re.compile(rb"[A-Za-z0-9_-]{1,40}")
 # Headers that belong to one connection, never forwarded either way (RFC 9110 §7.6.1).
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te",
                         b"trailer", b"upgrade", b"proxy-authorization", b"proxy-authenticate"})
-# Request headers the router consumes or sets itself for the replica.
-_CONSUMED = HOP_BY_HOP | {b"host", b"authorization", b"content-length", b"expect", b"x-request-id",
-                          b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
-                          b"azureml-model-deployment", b"traceparent"}
-
-
-# New request ids: a random per-process prefix and a counter, in GUID form. Unique
-# across router replicas and restarts, and far cheaper than uuid4 per request.
-_HEX = os.urandom(10).hex()
-_ID_PREFIX = f"{_HEX[:8]}-{_HEX[8:12]}-{_HEX[12:16]}-{_HEX[16:]}-".encode()
-_id_counter = itertools.count(int.from_bytes(os.urandom(4)))
+# What the router does with a request header, by its name. Names are looked up as they come, in
+# lower case and in the usual capitalization, so most headers cost one lookup and no lower-casing.
+(FORWARD, DROP, AUTHORIZATION, HOST, CONTENT_LENGTH, TRANSFER_ENCODING, REQUEST_ID, PIN, EXPECT, CONNECTION,
+ TRACEPARENT, CLIENT_ID, FORWARDED_FOR, FORWARDED_PROTO, FORWARDED_HOST) = range(15)
+_KINDS = {b"authorization": AUTHORIZATION, b"host": HOST, b"content-length": CONTENT_LENGTH,
+          b"transfer-encoding": TRANSFER_ENCODING, b"x-request-id": REQUEST_ID, b"azureml-model-deployment": PIN,
+          b"expect": EXPECT, b"connection": CONNECTION, b"traceparent": TRACEPARENT,
+          b"x-ms-client-request-id": CLIENT_ID, b"x-forwarded-for": FORWARDED_FOR,
+          b"x-forwarded-proto": FORWARDED_PROTO, b"x-forwarded-host": FORWARDED_HOST,
+          **dict.fromkeys(HOP_BY_HOP - {b"connection", b"transfer-encoding"}, DROP),
+          **dict.fromkeys((b"content-type", b"accept", b"user-agent", b"accept-encoding"), FORWARD)}
+_KINDS |= {b"-".join(part.capitalize() for part in name.split(b"-")): kind for name, kind in _KINDS.items()}
+_KINDS |= {b"X-Request-ID": REQUEST_ID, b"TE": DROP}
 
 
 def new_request_id() -> bytes:
-    return _ID_PREFIX + b"%012x" % (next(_id_counter) & 0xFFFFFFFFFFFF)
+    """New request ids: a random per-process prefix and a serial number, in GUID form. Unique
+    across router replicas and restarts, and far cheaper than uuid4 per request."""
+    return _ID_PREFIX + serial()
+
+
+_HEX = os.urandom(10).hex()
+_ID_PREFIX = f"{_HEX[:8]}-{_HEX[8:12]}-{_HEX[12:16]}-{_HEX[16:]}-".encode()
 _PREFIXES = (b"/api/v1/endpoint/", b"/api/v1/service/")
 
 
@@ -60,58 +67,63 @@ class RequestHead:
         self.method = method
         self.keep_alive = keep_alive
         self.http11 = True
-        path, _, query = url.partition(b"?")
-        self.query = query
-        self.target = path
-        forwarded: list[tuple[bytes, bytes]] = []
+        if b"?" in url:
+            self.target, _, self.query = url.partition(b"?")
+        else:
+            self.target, self.query = url, b""
+        fields: list[bytes] = []  # the header lines passed on, as they came
         self.host = self.authorization = self.pinned = self.client_request_id = b""
         self.content_length: int | None = None
-        self.chunked = self.expect_continue = False
+        self.chunked = self.expect_continue = self.bad_client_request_id = False
         self.connection_tokens = self.transfer_encoding = b""
         self.forwarded_for = self.forwarded_proto = self.forwarded_host = b""
         request_id = self.caller_traceparent = b""
+        kinds = _KINDS
         for name, value in headers:
-            name = name.lower()
-            if name not in _CONSUMED:
-                if name == b"x-ms-client-request-id":
-                    self.client_request_id = value
-                forwarded.append((name, value))
-            elif name == b"authorization":
+            kind = kinds.get(name)
+            if kind is None:
+                kind = kinds.get(name.lower(), FORWARD)
+            if kind == FORWARD:
+                fields.append(b"%s: %s\r\n" % (name, value))
+            elif kind == AUTHORIZATION:
                 self.authorization = value
-            elif name == b"host":
+            elif kind == HOST:
                 self.host = value
-            elif name == b"content-length":
+            elif kind == CONTENT_LENGTH:
                 self.content_length = int(value)  # the parser has checked it is one number
-            elif name == b"transfer-encoding":
+            elif kind == TRANSFER_ENCODING:
                 self.chunked = True  # the parser refuses any other final coding
                 self.transfer_encoding = value
-            elif name == b"x-request-id":
+            elif kind == REQUEST_ID:
                 request_id = value
-            elif name == b"azureml-model-deployment":
+            elif kind == PIN:
                 self.pinned = value
-            elif name == b"expect":
+            elif kind == EXPECT:
                 self.expect_continue = value.lower() == b"100-continue"
-            elif name == b"connection":
+            elif kind == CONNECTION:
                 self.connection_tokens = value.lower()
-            elif name == b"traceparent":
+            elif kind == TRACEPARENT:
                 self.caller_traceparent = value
+            elif kind == CLIENT_ID:
+                fields.append(b"%s: %s\r\n" % (name, value))
+                if CLIENT_REQUEST_ID.fullmatch(value):
+                    self.client_request_id = value
+                else:  # refused in check(), never echoed
+                    self.client_request_id, self.bad_client_request_id = b"", True
             elif trusted:  # X-Forwarded-* from a trusted proxy: kept (and extended)
-                if name == b"x-forwarded-for":
+                if kind == FORWARDED_FOR:
                     self.forwarded_for = value
-                elif name == b"x-forwarded-proto":
+                elif kind == FORWARDED_PROTO:
                     self.forwarded_proto = value
-                elif name == b"x-forwarded-host":
+                elif kind == FORWARDED_HOST:
                     self.forwarded_host = value
-        if self.client_request_id and not CLIENT_REQUEST_ID.fullmatch(self.client_request_id):
-            self.client_request_id, self.bad_client_request_id = b"", True  # refused in check(), never echoed
-        else:
-            self.bad_client_request_id = False
-        self.request_id = request_id if request_id and GUID.fullmatch(request_id) else new_request_id()
-        self.traceparent = router_span(self.caller_traceparent)  # the caller's trace, the router's span
+        number = serial()
+        self.request_id = request_id if request_id and GUID.fullmatch(request_id) else _ID_PREFIX + number
+        self.traceparent = router_span(self.caller_traceparent, number)  # the caller's trace, the router's span
         if self.connection_tokens and self.connection_tokens not in (b"keep-alive", b"close"):
-            named = {t.strip() for t in self.connection_tokens.split(b",")}
-            forwarded = [(n, v) for n, v in forwarded if n not in named]
-        self.fields = b"".join([b"%s: %s\r\n" % field for field in forwarded])  # the header lines passed on
+            named = {t.strip() for t in self.connection_tokens.split(b",")}  # headers only for this connection
+            fields = [line for line in fields if line[:line.index(b":")].lower() not in named]
+        self.fields = b"".join(fields)
 
     def check(self, max_body_bytes: int) -> None:
         """Refuse what cannot be served whatever the route: bad ids, oversized bodies."""
