@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 
 class TrafficSplit:
-    __slots__ = ("_current", "_names", "_total", "_weights")
+    __slots__ = ("_current", "_names", "_only", "_total", "_weights")
 
     def __init__(self, weights: Mapping[str, int]) -> None:
         live = [(name, weight) for name, weight in sorted(weights.items()) if weight > 0]
@@ -18,9 +18,12 @@ class TrafficSplit:
         self._weights = [weight for _, weight in live]
         self._current = [0] * len(live)
         self._total = sum(self._weights)
+        self._only = self._names[0] if len(self._names) == 1 else None  # one deployment takes it all
 
     def pick(self) -> str | None:
         """The next deployment name, or None when no deployment takes traffic."""
+        if self._only is not None:
+            return self._only
         if not self._names:
             return None
         current, weights = self._current, self._weights

@@ -63,6 +63,7 @@ class DataPlane:
         self.table = table
         self.limits = limits or ClientLimits()
         self.max_body_bytes = self.limits.max_body_bytes
+        self.max_header_count, self.max_header_bytes = self.limits.max_header_count, self.limits.max_header_bytes
         self.scheme = scheme
         self.loop = asyncio.get_running_loop()
         self.cork = cork_for(self.loop)
@@ -244,13 +245,16 @@ class ClientConnection(asyncio.Protocol):
         self._partial = 0
 
     def on_headers_complete(self) -> None:
-        self._check_head(0)
+        if len(self._headers) > self.front.max_header_count or self._head_bytes > self.front.max_header_bytes:
+            self._check_head(0)
         self._head_bytes = -1
         if self.transport is None or self.transport.is_closing():
             return  # a request behind one that closed the connection: never answered
         parser = self.parser
-        head = RequestHead(parser.get_method(), self._url, self._headers, parser.should_keep_alive(), self.trusted)
-        head.http11 = parser.get_http_version() == "1.1"
+        keep_alive = parser.should_keep_alive()
+        head = RequestHead(parser.get_method(), self._url, self._headers, keep_alive, self.trusted)
+        if not keep_alive or head.connection_tokens:  # only then can it be HTTP/1.0 (which must ask to keep alive)
+            head.http11 = parser.get_http_version() == "1.1"
         exchange = self._receiving = Exchange(self, head)
         if self.current is None and not self._advancing:
             self.phase, self.since = BODY, self.front.loop.time()

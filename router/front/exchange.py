@@ -117,7 +117,8 @@ class Exchange:
         try:
             if self._deferred is not None:
                 raise self._deferred
-            head.check(front.max_body_bytes)
+            if head.bad_client_request_id or head.chunked or (head.content_length or 0) > front.max_body_bytes:
+                head.check(front.max_body_bytes)
             endpoint, deployment, kind = resolve(front.table, head)
         except RouterError as error:
             self.respond_error(error)
@@ -219,7 +220,8 @@ class Exchange:
         if pending is not None:
             for chunk in pending:
                 self._forward(chunk)
-            self.client.resume_reading(PENDING)
+            if self.client.paused:
+                self.client.resume_reading(PENDING)
         if self.request_complete:
             self._end_request_body()
         if self.attempts >= MAX_ATTEMPTS:

@@ -52,6 +52,7 @@ def new_request_id() -> bytes:
 _HEX = os.urandom(10).hex()
 _ID_PREFIX = f"{_HEX[:8]}-{_HEX[8:12]}-{_HEX[12:16]}-{_HEX[16:]}-".encode()
 _PREFIXES = (b"/api/v1/endpoint/", b"/api/v1/service/")
+_ACCEPTED_MAX = 64  # Authorization values remembered per endpoint and routing table
 
 
 class RequestHead:
@@ -184,8 +185,11 @@ def resolve(table: RoutingTable, head: RequestHead) -> tuple[EndpointRoute, Depl
         raise MethodNotAllowed(f"use {expected.decode()} here", headers=(("allow", expected.decode()),))
     if endpoint.tokens is not None:
         endpoint.tokens.check(bearer(head.authorization, "token"))
-    else:
+    elif head.authorization not in endpoint.accepted:
         authorize(head.authorization, endpoint.keys)
+        if len(endpoint.accepted) >= _ACCEPTED_MAX:
+            endpoint.accepted.clear()
+        endpoint.accepted.add(head.authorization)
     if head.pinned:
         deployment = endpoint.deployments.get(head.pinned.decode("latin-1"))
         if deployment is None:
