@@ -33,9 +33,10 @@ Record = tuple[float, bytes, bytes, bytes, bytes, str, str, str, int, int, int, 
                bytes, bytes]
 
 _LINE = (b'{"time": %.3f, "event": "access", "request_id": "%s", "client_request_id": %s, "trace_id": %s, '
-         b'"client": %s, "method": %s, "endpoint": %s, "deployment": %s, "replica": %s, "status": %d, '
-         b'"bytes_in": %d, "bytes_out": %d, "queue_ms": %s, "upstream_ms": %s, "total_ms": %.3f, "retries": %d, '
-         b'"error": %s}\n')
+         b'%s, "status": %d, "bytes_in": %d, "bytes_out": %d, "queue_ms": %s, "upstream_ms": %s, "total_ms": %.3f, '
+         b'"retries": %d, "error": %s}\n')
+_WHERE = b'"client": %s, "method": %s, "endpoint": %s, "deployment": %s, "replica": %s'
+_where: dict[tuple[bytes, bytes, str, str, str], bytes] = {}  # the fields above, by their values (they repeat)
 _QUOTED: dict[str | bytes, bytes] = {}  # JSON strings of the few values that repeat: names, replicas, addresses
 _QUOTED_MAX = 10_000
 
@@ -71,14 +72,23 @@ def _quoted(value: str | bytes) -> bytes:
     return quoted
 
 
+def _where_of(key: tuple[bytes, bytes, str, str, str]) -> bytes:
+    where = _WHERE % tuple(_quoted(value) for value in key)
+    if len(_where) >= _QUOTED_MAX:
+        _where.clear()
+    _where[key] = where
+    return where
+
+
 def format_line(r: Record, clock_offset: float) -> bytes:
     """One record as a JSON line; `clock_offset` turns `perf_counter()` time into Unix time."""
     trace_id = r[3][3:35]
+    key = (r[16], r[4], r[5], r[6], r[7])
     return _LINE % (r[0] + clock_offset, r[1], _json(r[2]) if r[2] else b"null",
-                    b'"%s"' % trace_id if trace_id else b"null", _quoted(r[16]), _quoted(r[4]), _quoted(r[5]),
-                    _quoted(r[6]), _quoted(r[7]), r[8], r[9], r[10],
-                    b"%.3f" % (r[11] * 1000) if r[11] >= 0 else b"null",
-                    b"%.3f" % (r[12] * 1000) if r[12] >= 0 else b"null", r[13] * 1000, r[14], _quoted(r[15]))
+                    b'"%s"' % trace_id if trace_id else b"null", _where.get(key) or _where_of(key), r[8], r[9],
+                    r[10], b"%.3f" % (r[11] * 1000) if r[11] >= 0 else b"null",
+                    b"%.3f" % (r[12] * 1000) if r[12] >= 0 else b"null", r[13] * 1000, r[14],
+                    _QUOTED.get(r[15]) or _quoted(r[15]))
 
 
 class AccessLog:

@@ -215,7 +215,9 @@ class Exchange:
         conn.serve(self)
         if self.client.writing_paused:  # the client is not keeping up: hold the answer back from the start
             conn.pause_reading()
-        conn.write(self._upstream_head())
+        client, replica = self.client, self.replica
+        assert replica is not None
+        conn.write(upstream_head(self.head, replica.host_header, client.peer_host, client.scheme))
         pending = self.pending
         if pending is not None:
             for chunk in pending:
@@ -228,10 +230,6 @@ class Exchange:
             self.pending = None  # no further attempt can need the body again
         # else: keep what was buffered, and keep buffering, until the answer starts:
         # a retry on another replica must be able to send the request again
-
-    def _upstream_head(self) -> bytes:
-        assert self.replica is not None
-        return upstream_head(self.head, self.replica.host_header, self.client.peer_host, self.client.scheme)
 
     # -- request body, from the client ----------------------------------------------------
     def on_request_body(self, data: bytes) -> None:
