@@ -55,6 +55,11 @@ def framing(fields: bytes) -> tuple[bool, bool]:
     return found
 
 
+class _HeadTooLarge(Exception):
+    def __str__(self) -> str:
+        return f"the replica's answer headers are over {MAX_HEAD_BYTES} bytes"
+
+
 class UpstreamConnection(asyncio.Protocol):
     """The answer's head is kept as the bytes that came (the parser only checks it and finds its
     end): the header lines are handed on as one block, with no call per header."""
@@ -95,6 +100,9 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, _HeadTooLarge):
+                self._fail(str(exc.__context__))
+                return
             if isinstance(exc, httptools.HttpParserCallbackError) and not self._done:
                 logs.logger.error("upstream.callback_failed", exc_info=exc.__context__)
             if not self._done:
@@ -110,7 +118,7 @@ class UpstreamConnection(asyncio.Protocol):
             if sink is not None:
                 sink.on_response_end(keep_alive)
         elif self._head is not None and self._head_size > MAX_HEAD_BYTES:
-            self._fail(f"the replica's answer headers are over {MAX_HEAD_BYTES} bytes")
+            self._fail(str(_HeadTooLarge()))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -145,6 +153,8 @@ class UpstreamConnection(asyncio.Protocol):
             rest = raw[end + 4:]
             self._head, self._head_size = [rest], len(rest)
             return
+        if end + 4 > MAX_HEAD_BYTES:
+            raise _HeadTooLarge
         self._head = None
         line_end = raw.find(b"\r\n")
         fields = raw[line_end:end]  # every header line, each starting with CRLF

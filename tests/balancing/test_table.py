@@ -239,3 +239,22 @@ def test_replica_repr_shows_url_and_in_flight() -> None:
     assert repr(replica).startswith("<Replica http://127.0.0.1:5001 in_flight=4 ")
     replica.retired = True
     assert "retired" in repr(replica)
+
+
+def test_a_remembered_key_is_forgotten_when_the_keys_change() -> None:
+    from router.errors import Unauthorized
+    from router.front.scoring import RequestHead, resolve
+
+    def head(key: bytes) -> RequestHead:
+        return RequestHead(b"POST", b"/api/v1/endpoint/mnist/score", [(b"Authorization", b"Bearer " + key)], True)
+
+    table = RoutingTable.build(blue_green())
+    resolve(table, head(b"p-key"))
+    resolve(table, head(b"p-key"))  # the second time from the endpoint's remembered values
+    assert table.endpoints["mnist"].accepted == {b"Bearer p-key"}
+    with pytest.raises(Unauthorized):
+        resolve(table, head(b"p-kez"))
+    rotated = RoutingTable.build(blue_green(keys={"primaryKey": "new-key"}), table)
+    with pytest.raises(Unauthorized):
+        resolve(rotated, head(b"p-key"))
+    resolve(rotated, head(b"new-key"))

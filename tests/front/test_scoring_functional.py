@@ -244,18 +244,56 @@ def test_hop_by_hop_headers_never_reach_the_replica(tmp_path: Path) -> None:
     router = start_router(tmp_path, Config().deployment("raw", [f"http://127.0.0.1:{port}"], weight=100))
     try:
         r = httpx.post(router.score_url(), content=b"{}", timeout=10, headers={
-            **router.auth, "Host": "scoring.example", "Connection": "keep-alive, x-secret-hop", "x-secret-hop": "1",
-            "Keep-Alive": "timeout=5", "TE": "trailers", "Proxy-Authorization": "Basic eA==", "x-kept": "yes"})
+            **router.auth, "Host": "scoring.example", "Connection": "keep-alive, x-secret-hop, X-OTHER-hop",
+            "x-secret-hop": "1", "X-Other-Hop": "2", "Keep-Alive": "timeout=5", "TE": "trailers",
+            "Proxy-Authorization": "Basic eA==", "x-kept": "yes", "X-Cased-Name": "kept as sent"})
         assert r.status_code == 200 and r.text == "ok"
     finally:
         router.stop()
         thread.join(5)
         listener.close()
     names = {line.split(b":")[0].lower() for line in seen[0].split(b"\r\n\r\n")[0].split(b"\r\n")[1:]}
-    assert names.isdisjoint({b"connection", b"keep-alive", b"x-secret-hop", b"te", b"proxy-authorization",
-                             b"authorization"})
+    assert names.isdisjoint({b"connection", b"keep-alive", b"x-secret-hop", b"x-other-hop", b"te",
+                             b"proxy-authorization", b"authorization"})
+    assert b"\r\nX-Cased-Name: kept as sent\r\n" in seen[0]  # header names pass on as they came
     assert {b"x-kept", b"x-forwarded-host", b"x-request-id"} <= names
     assert b"x-forwarded-host: scoring.example" in seen[0]
+
+
+def test_the_replicas_own_header_lines_pass_through_less_hop_by_hop_and_router_owned(tmp_path: Path) -> None:
+    answer = (b"HTTP/1.1 201 Made It\r\nX-Model-Version: 7\r\nCONNECTION: x-model-hop\r\nKeep-Alive: timeout=9\r\n"
+              b"X-Request-ID: replica-chose-this\r\nAzureml-Model-Deployment: spoofed\r\nSet-Cookie: a=1\r\n"
+              b"Set-Cookie: b=2\r\nContent-Length: 2\r\n\r\nok")
+    port, thread, listener = one_shot_replica(answer)
+    router = start_router(tmp_path, Config().deployment("raw", [f"http://127.0.0.1:{port}"], weight=100))
+    try:
+        with socket.create_connection(("127.0.0.1", router.port), timeout=10) as s:
+            s.sendall(b"POST /api/v1/endpoint/demo/score HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                      b"Authorization: Bearer " + router.key.encode() + b"\r\n\r\n{}")
+            head, body = raw_response(s)
+    finally:
+        router.stop()
+        thread.join(5)
+        listener.close()
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"HTTP/1.1 201 Made It" and body == b"ok"
+    names = [line.split(b":")[0].lower() for line in lines[1:]]
+    assert b"X-Model-Version: 7" in lines[1:] and names.count(b"set-cookie") == 2  # as sent, in their order
+    assert b"keep-alive" not in names and names.count(b"connection") == 0
+    assert names.count(b"x-request-id") == 1 and b"x-request-id: replica-chose-this" not in lines
+    assert b"azureml-model-deployment: raw" in lines and names.count(b"azureml-model-deployment") == 1
+
+
+def raw_response(s: socket.socket) -> tuple[bytes, bytes]:
+    """One answer with a Content-Length, read from a raw socket: its head and its body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))[15:])
+    while len(body) < length:
+        body += s.recv(65536)
+    return head, body
 
 
 def test_bad_gateway_for_a_closed_port(sample_model_factory, tmp_path: Path) -> None:
@@ -297,6 +335,8 @@ def one_shot_replica(answer: bytes, seen: list[bytes] | None = None) -> tuple[in
     (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc", 0, ""),  # cut mid-body: connection cut
     (b"SPDY/9 what\r\n\r\n", 502, "invalid answer"),
     (b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end", 200, "until the end"),
+    (b"HTTP/1.1 200 OK\r\nx-huge: " + b"h" * 70_000 + b"\r\ncontent-length: 0\r\n\r\n", 502,
+     "headers are over 65536 bytes"),
 ])
 def test_replica_failures_and_close_delimited_answers(tmp_path: Path, answer: bytes, status: int,
                                                        expected: str) -> None:
