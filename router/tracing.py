@@ -60,6 +60,11 @@ def router_span(incoming: bytes, number: bytes | None = None) -> bytes:
             trace_id = m[2]
             if trace_id != _ZERO_TRACE and m[3] != _ZERO_SPAN:
                 return b"00-%s-%s%s-%s" % (trace_id, _SPAN_PREFIX, number, m[4])
+    return new_span(number)
+
+
+def new_span(number: bytes) -> bytes:
+    """The `traceparent` of a new trace, whose first span is the router's (request serial `number`)."""
     return b"00-%s%s-%s%s-%s" % (_TRACE_PREFIX, number, _SPAN_PREFIX, number, new_trace_flags)
 
 

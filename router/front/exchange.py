@@ -126,8 +126,8 @@ class Exchange:
         self.deployment = deployment
         balancer = self.balancer = deployment.balancer
         now = front.loop.time()
-        deadlines = self._deadlines = front.deadlines.get(deployment.timeout) or front.new_deadlines(deployment.timeout)
-        deadlines.add(self, now)
+        self._deadlines = front.deadlines.get(deployment.timeout) or front.new_deadlines(deployment.timeout)
+        self._deadlines.add(self, now)
         if kind == SWAGGER:
             head.target, head.query = b"/swagger.json", b""
         else:
@@ -252,7 +252,10 @@ class Exchange:
                 else:
                     self.pending = None  # too big to keep for a retry
         if self.upstream is not None:
-            self._forward(data)
+            if self.head.chunked:
+                self._forward(data)
+            else:
+                self.upstream.write(data)
 
     def on_request_end(self) -> None:
         self.request_complete = True
@@ -260,7 +263,8 @@ class Exchange:
             self.mirror.end_body()
         if self.upstream is not None:
             self._end_request_body()
-        self._maybe_done()
+        if self.response_done:
+            self._maybe_done()
 
     def _forward(self, data: bytes) -> None:
         assert self.upstream is not None

@@ -20,7 +20,7 @@ from router.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
-from router.tracing import router_span, serial
+from router.tracing import new_span, router_span, serial
 
 GUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 CLIENT_REQUEST_ID = re.compile(rb"[A-Za-z0-9_-]{1,40}")
@@ -120,7 +120,8 @@ class RequestHead:
                     self.forwarded_host = value
         number = serial()
         self.request_id = request_id if request_id and GUID.fullmatch(request_id) else _ID_PREFIX + number
-        self.traceparent = router_span(self.caller_traceparent, number)  # the caller's trace, the router's span
+        # the caller's trace (or a new one), the router's span
+        self.traceparent = router_span(self.caller_traceparent, number) if self.caller_traceparent else new_span(number)
         if self.connection_tokens and self.connection_tokens not in (b"keep-alive", b"close"):
             named = {t.strip() for t in self.connection_tokens.split(b",")}  # headers only for this connection
             fields = [line for line in fields if line[:line.index(b":")].lower() not in named]
