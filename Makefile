@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench loadtest testssl clean
+.PHONY: demo test lint bench instructions loadtest testssl clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) on PATH (or make PYTHON=...)"; exit 1; }
@@ -35,6 +35,10 @@ test: lint
 
 bench: $(VENV)/.installed
 	$(BIN)/python loadtests/bench.py
+
+# CPU instructions per request under valgrind: the noise-free figure for comparing changes
+instructions: $(VENV)/.installed
+	$(BIN)/python loadtests/instructions.py
 
 # locust against the demo setup, about a minute: HTML report, CSVs and concurrency.png in loadtests/out/
 loadtest: $(VENV)/.installed-load

@@ -29,3 +29,14 @@ def test_bench_measures_direct_nginx_and_router() -> None:
     assert results["router"]["cpu_us_per_req"] > 0 and results["nginx"]["cpu_us_per_req"] > 0
     assert set(report["ratios"]) >= {"router/nginx", "router/direct"}
     assert len(report["costs"]) == 4 and all(math.isfinite(cost) for cost in report["costs"].values())
+
+
+def test_instructions_per_request_are_counted() -> None:
+    script = BENCH.with_name("instructions.py")
+    out = subprocess.run([sys.executable, str(script), "--requests", "100", "--variant", "router", "--json"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    # a request takes some tens of thousands of instructions: far from zero, far from the start-up's billion
+    assert 20_000 < report["instructions_per_request"]["router"] < 2_000_000, report
+    assert report["telemetry_cost"] is None
