@@ -6,9 +6,9 @@ parent id is the router's own span, new for each request:
   (`tracestate` passes on unchanged, as any other header);
 - none, or an invalid one: a new trace id and span id; sampled only when the router
   exports its spans (the flag says the caller "may have recorded" the trace).
-Ids must be unique, not secret: the router's are a random part drawn once per process
-and a per-request serial number (the same serial as the request id's), so that
-drawing random bits per request does not cost more than the rest of the request.
+Ids must be unique, not secret: a new trace id is a random part drawn once per process
+and 64 bits from `random.getrandbits` (as OpenTelemetry's own generator), a span id a
+random per-process part and the request's serial number (the request id's serial).
 
 Export (`SpanExport`) is off by default and needs the `otel` extra
 (`pip install 'inference-router[otel]'`); the OpenTelemetry SDK is imported only here,
@@ -21,6 +21,7 @@ variables.
 from __future__ import annotations
 
 import itertools
+import random
 import re
 import secrets
 from collections.abc import Iterable
@@ -32,8 +33,10 @@ EXPORTERS = ("off", "otlp", "console")
 # version, trace id, parent id, flags; lower-case hex only (W3C Trace Context §3.2)
 _TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE, _ZERO_SPAN = b"0" * 32, b"0" * 16
-# new trace ids: 20 random hex digits, then the serial; span ids: 4 random (never zero), then the serial
-_TRACE_PREFIX = b"%020x" % (secrets.randbits(80) | 1)
+# new trace ids: 16 hex digits drawn once per process, then 16 drawn per trace (samplers such as
+# OpenTelemetry's TraceIdRatioBased decide on the low 64 bits); span ids: 4 random (never zero), then the serial
+_TRACE_PREFIX = b"%016x" % (secrets.randbits(64) | 1)
+_bits = random.getrandbits
 _SPAN_PREFIX = b"%04x" % (secrets.randbelow(0xFFFF) + 1)
 _serials = itertools.count(secrets.randbits(32))
 
@@ -65,7 +68,7 @@ def router_span(incoming: bytes, number: bytes | None = None) -> bytes:
 
 def new_span(number: bytes) -> bytes:
     """The `traceparent` of a new trace, whose first span is the router's (request serial `number`)."""
-    return b"00-%s%s-%s%s-%s" % (_TRACE_PREFIX, number, _SPAN_PREFIX, number, new_trace_flags)
+    return b"00-%s%016x-%s%s-%s" % (_TRACE_PREFIX, _bits(64), _SPAN_PREFIX, number, new_trace_flags)
 
 
 def parent_span_id(incoming: bytes, outgoing: bytes) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import re
 import time
 from pathlib import Path
@@ -23,6 +24,9 @@ def test_a_request_without_traceparent_starts_a_new_trace() -> None:
     sent = {router_span(b"") for _ in range(1000)}
     assert len(sent) == 1000
     assert len({s[3:35] for s in sent}) == 1000 and len({s[36:52] for s in sent}) == 1000
+    lows = [int(router_span(b"")[19:35], 16) for _ in range(100)]  # where ratio samplers decide: random
+    assert len(set(lows)) == 100 and sum(b - a == 1 for a, b in itertools.pairwise(lows)) < 5
+    assert sum(low < 2**63 for low in lows) in range(20, 81)
     for s in sent:
         m = TRACEPARENT.fullmatch(s.decode())
         assert m and m[1] != "0" * 32 and m[2] != "0" * 16

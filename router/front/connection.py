@@ -253,7 +253,7 @@ class ClientConnection(asyncio.Protocol):
         parser = self.parser
         keep_alive = parser.should_keep_alive()
         head = RequestHead(parser.get_method(), self._url, self._headers, keep_alive, self.trusted)
-        if not keep_alive or head.connection_tokens:  # only then can it be HTTP/1.0 (which must ask to keep alive)
+        if not keep_alive or head.asks_keep_alive:  # only then can it be HTTP/1.0 (which must ask to keep alive)
             head.http11 = parser.get_http_version() == "1.1"
         exchange = self._receiving = Exchange(self, head)
         if self.current is None and not self._advancing:

@@ -25,19 +25,20 @@ class Expiring(Protocol):
 
 
 class Deadlines:
-    __slots__ = ("_due", "_loop", "_timer", "timeout")
+    __slots__ = ("_due", "_firing", "_loop", "_timer", "timeout")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         self._loop = loop
         self.timeout = timeout
         self._due: dict[Expiring, float] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._firing = False  # expiring items may add others: the timer is armed once, after
 
     def add(self, item: Expiring, now: float) -> None:
         """`item.expire()` is called `timeout` seconds from `now`, unless discarded before."""
         deadline = now + self.timeout
         self._due[item] = deadline
-        if self._timer is None:
+        if self._timer is None and not self._firing:
             self._timer = self._loop.call_at(deadline, self._fire)
 
     def discard(self, item: Expiring) -> None:
@@ -45,19 +46,23 @@ class Deadlines:
 
     def _fire(self) -> None:
         self._timer = None
+        self._firing = True
         due = self._due
-        now = self._loop.time() + _EARLY
-        while due:
-            item = next(iter(due))
-            deadline = due[item]
-            if deadline > now:
-                self._timer = self._loop.call_at(deadline, self._fire)
-                return
-            del due[item]
-            try:
-                item.expire()
-            except Exception:  # one failure must not leave the others without their timeout
-                logs.logger.log(logging.ERROR, "deadline.failed", exc_info=True)
+        try:
+            now = self._loop.time() + _EARLY
+            while due:
+                item = next(iter(due))
+                if due[item] > now:
+                    break
+                del due[item]
+                try:
+                    item.expire()
+                except Exception:  # one failure must not leave the others without their timeout
+                    logs.logger.log(logging.ERROR, "deadline.failed", exc_info=True)
+        finally:
+            self._firing = False
+        if due:
+            self._timer = self._loop.call_at(next(iter(due.values())), self._fire)
 
     def __repr__(self) -> str:
         return f"<Deadlines timeout={self.timeout:g}s pending={len(self._due)}>"

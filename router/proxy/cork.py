@@ -9,8 +9,11 @@ for each leave in a single system call.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from typing import Protocol
+
+from router import logs
 
 
 class Flushable(Protocol):
@@ -33,7 +36,10 @@ class Cork:
     def _flush(self) -> None:
         waiting, self._waiting = self._waiting, []
         for conn in waiting:
-            conn.flush()
+            try:
+                conn.flush()
+            except Exception:  # the others' output must still leave
+                logs.logger.log(logging.ERROR, "flush.failed", exc_info=True)
 
 
 _corks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Cork] = weakref.WeakKeyDictionary()

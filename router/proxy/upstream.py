@@ -147,6 +147,8 @@ class UpstreamConnection(asyncio.Protocol):
         if self._done or self._head is None:
             return
         raw = self._head[0] if len(self._head) == 1 else b"".join(self._head)
+        if raw.startswith((b"\r", b"\n")):  # empty lines before a status line: the parser skips them too
+            raw = raw.lstrip(b"\r\n")
         end = raw.find(b"\r\n\r\n")  # the parser takes CRLF line ends only: the first blank line ends the head
         status = self.parser.get_status_code()
         if status < 200:  # interim answer (100 Continue and the like): not forwarded

@@ -258,3 +258,14 @@ def test_a_remembered_key_is_forgotten_when_the_keys_change() -> None:
     with pytest.raises(Unauthorized):
         resolve(rotated, head(b"p-key"))
     resolve(rotated, head(b"new-key"))
+
+
+@pytest.mark.parametrize(("values", "kept", "bad"), [
+    ([b"first", b"second"], b"second", False),
+    ([b"not valid!", b"valid-one"], b"valid-one", False),  # the last one counts
+    ([b"valid-one", b"not valid!"], b"", True),
+])
+def test_the_last_client_request_id_counts(values: list[bytes], kept: bytes, bad: bool) -> None:
+    from router.front.scoring import RequestHead
+    head = RequestHead(b"POST", b"/", [(b"x-ms-client-request-id", v) for v in values], True)
+    assert (head.client_request_id, head.bad_client_request_id) == (kept, bad)

@@ -51,3 +51,31 @@ def test_a_failing_expiry_does_not_keep_the_others_from_expiring() -> None:
         return log
 
     assert [name for name, _ in asyncio.run(run())] == ["after"]
+
+
+def test_an_expiry_that_adds_a_request_leaves_one_timer(monkeypatch) -> None:
+    fired: list[float] = []
+    original = Deadlines._fire
+
+    def counting(self: Deadlines) -> None:
+        fired.append(0.0)
+        original(self)
+
+    monkeypatch.setattr(Deadlines, "_fire", counting)
+
+    async def run() -> list[tuple[str, float]]:
+        loop = asyncio.get_running_loop()
+        log: list[tuple[str, float]] = []
+        deadlines = Deadlines(loop, 0.02)
+
+        class Chaining(Request):  # like a timed-out request whose pipelined successor starts at once
+            def expire(self) -> None:
+                super().expire()
+                deadlines.add(Request("next", log, loop), loop.time())
+
+        deadlines.add(Chaining("first", log, loop), loop.time())
+        await asyncio.sleep(0.15)
+        return log
+
+    assert [name for name, _ in asyncio.run(run())] == ["first", "next"]
+    assert len(fired) == 2  # one timer for each, not a second chain of timers

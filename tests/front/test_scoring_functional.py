@@ -284,6 +284,41 @@ def test_the_replicas_own_header_lines_pass_through_less_hop_by_hop_and_router_o
     assert b"azureml-model-deployment: raw" in lines and names.count(b"azureml-model-deployment") == 1
 
 
+def test_empty_lines_before_the_replicas_status_line_are_not_passed_on(tmp_path: Path) -> None:
+    answer = b"HTTP/1.1 100 Continue\r\n\r\n\r\nHTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 2\r\n\r\nok"
+    port, thread, listener = one_shot_replica(answer)
+    router = start_router(tmp_path, Config().deployment("raw", [f"http://127.0.0.1:{port}"], weight=100))
+    try:
+        with socket.create_connection(("127.0.0.1", router.port), timeout=10) as s:
+            s.sendall(b"POST /api/v1/endpoint/demo/score HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                      b"Authorization: Bearer " + router.key.encode() + b"\r\n\r\n{}")
+            head, body = raw_response(s)
+    finally:
+        router.stop()
+        thread.join(5)
+        listener.close()
+    assert head.split(b"\r\n")[:3] == [b"HTTP/1.1 200 OK", b"X-A: 1", b"Content-Length: 2"] and body == b"ok"
+
+
+def test_an_http10_client_asking_to_keep_alive_by_proxy_connection_never_gets_chunks(tmp_path: Path) -> None:
+    port, thread, listener = one_shot_replica(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end")
+    router = start_router(tmp_path, Config().deployment("raw", [f"http://127.0.0.1:{port}"], weight=100))
+    try:
+        with socket.create_connection(("127.0.0.1", router.port), timeout=10) as s:
+            s.sendall(b"POST /api/v1/endpoint/demo/score HTTP/1.0\r\nProxy-Connection: keep-alive\r\n"
+                      b"Content-Length: 2\r\nAuthorization: Bearer " + router.key.encode() + b"\r\n\r\n{}")
+            answer = b""
+            while chunk := s.recv(65536):  # the end of the connection ends the answer
+                answer += chunk
+    finally:
+        router.stop()
+        thread.join(5)
+        listener.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"transfer-encoding" not in head.lower()
+    assert body == b"until the end"
+
+
 def raw_response(s: socket.socket) -> tuple[bytes, bytes]:
     """One answer with a Content-Length, read from a raw socket: its head and its body."""
     data = b""
