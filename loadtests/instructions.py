@@ -39,6 +39,7 @@ def find_valgrind() -> str:
     valgrind = shutil.which("valgrind")
     if valgrind is None and os.geteuid() == 0 and shutil.which("apt-get"):
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
         subprocess.run(["apt-get", "install", "-y", "-qq", "valgrind"], check=True, env=env, stdout=subprocess.DEVNULL)
         valgrind = shutil.which("valgrind")
     if valgrind is None:
