@@ -260,75 +260,54 @@ def test_hop_by_hop_headers_never_reach_the_replica(tmp_path: Path) -> None:
     assert b"x-forwarded-host: scoring.example" in seen[0]
 
 
-def test_the_replicas_own_header_lines_pass_through_less_hop_by_hop_and_router_owned(tmp_path: Path) -> None:
-    answer = (b"HTTP/1.1 201 Made It\r\nX-Model-Version: 7\r\nCONNECTION: x-model-hop\r\nKeep-Alive: timeout=9\r\n"
-              b"X-Request-ID: replica-chose-this\r\nAzureml-Model-Deployment: spoofed\r\nSet-Cookie: a=1\r\n"
-              b"Set-Cookie: b=2\r\nContent-Length: 2\r\n\r\nok")
+def through_one_shot_replica(tmp_path: Path, answer: bytes, request: bytes) -> tuple[bytes, bytes]:
+    """`request` (line and headers, less auth) to a router in front of a replica that answers `answer`;
+    the head and body the client gets, read until the router closes the connection."""
     port, thread, listener = one_shot_replica(answer)
     router = start_router(tmp_path, Config().deployment("raw", [f"http://127.0.0.1:{port}"], weight=100))
     try:
         with socket.create_connection(("127.0.0.1", router.port), timeout=10) as s:
-            s.sendall(b"POST /api/v1/endpoint/demo/score HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
-                      b"Authorization: Bearer " + router.key.encode() + b"\r\n\r\n{}")
-            head, body = raw_response(s)
+            s.sendall(request + b"Content-Length: 2\r\nAuthorization: Bearer " + router.key.encode() + b"\r\n\r\n{}")
+            received = b""
+            while chunk := s.recv(65536):
+                received += chunk
     finally:
         router.stop()
         thread.join(5)
         listener.close()
+    head, _, body = received.partition(b"\r\n\r\n")
+    return head, body
+
+
+SCORE_CLOSE = b"POST /api/v1/endpoint/demo/score HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+
+
+def test_the_replicas_own_header_lines_pass_through_less_hop_by_hop_and_router_owned(tmp_path: Path) -> None:
+    answer = (b"HTTP/1.1 201 Made It\r\nX-Model-Version: 7\r\nCONNECTION: x-model-hop\r\nKeep-Alive: timeout=9\r\n"
+              b"X-Request-ID: replica-chose-this\r\nAzureml-Model-Deployment: spoofed\r\nSet-Cookie: a=1\r\n"
+              b"Set-Cookie: b=2\r\nContent-Length: 2\r\n\r\nok")
+    head, body = through_one_shot_replica(tmp_path, answer, SCORE_CLOSE)
     lines = head.split(b"\r\n")
     assert lines[0] == b"HTTP/1.1 201 Made It" and body == b"ok"
     names = [line.split(b":")[0].lower() for line in lines[1:]]
     assert b"X-Model-Version: 7" in lines[1:] and names.count(b"set-cookie") == 2  # as sent, in their order
-    assert b"keep-alive" not in names and names.count(b"connection") == 0
+    assert b"keep-alive" not in names and lines[-1] == b"connection: close" and names.count(b"connection") == 1
     assert names.count(b"x-request-id") == 1 and b"x-request-id: replica-chose-this" not in lines
     assert b"azureml-model-deployment: raw" in lines and names.count(b"azureml-model-deployment") == 1
 
 
 def test_empty_lines_before_the_replicas_status_line_are_not_passed_on(tmp_path: Path) -> None:
     answer = b"HTTP/1.1 100 Continue\r\n\r\n\r\nHTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 2\r\n\r\nok"
-    port, thread, listener = one_shot_replica(answer)
-    router = start_router(tmp_path, Config().deployment("raw", [f"http://127.0.0.1:{port}"], weight=100))
-    try:
-        with socket.create_connection(("127.0.0.1", router.port), timeout=10) as s:
-            s.sendall(b"POST /api/v1/endpoint/demo/score HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
-                      b"Authorization: Bearer " + router.key.encode() + b"\r\n\r\n{}")
-            head, body = raw_response(s)
-    finally:
-        router.stop()
-        thread.join(5)
-        listener.close()
+    head, body = through_one_shot_replica(tmp_path, answer, SCORE_CLOSE)
     assert head.split(b"\r\n")[:3] == [b"HTTP/1.1 200 OK", b"X-A: 1", b"Content-Length: 2"] and body == b"ok"
 
 
 def test_an_http10_client_asking_to_keep_alive_by_proxy_connection_never_gets_chunks(tmp_path: Path) -> None:
-    port, thread, listener = one_shot_replica(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end")
-    router = start_router(tmp_path, Config().deployment("raw", [f"http://127.0.0.1:{port}"], weight=100))
-    try:
-        with socket.create_connection(("127.0.0.1", router.port), timeout=10) as s:
-            s.sendall(b"POST /api/v1/endpoint/demo/score HTTP/1.0\r\nProxy-Connection: keep-alive\r\n"
-                      b"Content-Length: 2\r\nAuthorization: Bearer " + router.key.encode() + b"\r\n\r\n{}")
-            answer = b""
-            while chunk := s.recv(65536):  # the end of the connection ends the answer
-                answer += chunk
-    finally:
-        router.stop()
-        thread.join(5)
-        listener.close()
-    head, _, body = answer.partition(b"\r\n\r\n")
+    head, body = through_one_shot_replica(
+        tmp_path, b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end",
+        b"POST /api/v1/endpoint/demo/score HTTP/1.0\r\nProxy-Connection: keep-alive\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK") and b"transfer-encoding" not in head.lower()
-    assert body == b"until the end"
-
-
-def raw_response(s: socket.socket) -> tuple[bytes, bytes]:
-    """One answer with a Content-Length, read from a raw socket: its head and its body."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += s.recv(65536)
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))[15:])
-    while len(body) < length:
-        body += s.recv(65536)
-    return head, body
+    assert body == b"until the end"  # the end of the connection ends the answer
 
 
 def test_bad_gateway_for_a_closed_port(sample_model_factory, tmp_path: Path) -> None:
