@@ -11,13 +11,14 @@ shook hands with and finish normally; a refused replacement changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
 import os
 import ssl
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from router import logs, metrics
 from router.errors import ConfigError
@@ -110,6 +111,16 @@ class ServerTls:
         self.rotations += 1
         self._log("tls.rotated", pair)
         return True
+
+    async def replace(self, read: Callable[[], PemPair]) -> None:
+        """Serve what `read` returns (read and validated off the loop); a ConfigError from it is a
+        rejected replacement: the current pair stays."""
+        try:
+            pair = await asyncio.to_thread(read)
+        except ConfigError as exc:
+            self.reject(exc.problems)
+            return
+        await asyncio.to_thread(self.update, pair)
 
     def reject(self, problems: list[str]) -> None:
         """Report a replacement that cannot be served (unreadable, invalid): the current one stays."""

@@ -163,12 +163,7 @@ class CertificateWatch:
     async def run(self) -> None:
         """Poll forever; hand each settled change to `ServerTls.update` (parsing runs off the loop)."""
         async for _ in files.settled_changes(self.source.signature, self._seen, self.poll_interval):
-            try:
-                pair = await asyncio.to_thread(self.source.read)
-            except ConfigError as exc:
-                self.tls.reject(exc.problems)
-                continue
-            await asyncio.to_thread(self.tls.update, pair)
+            await self.tls.replace(self.source.read)
 
     def __repr__(self) -> str:
         return f"<CertificateWatch {self.source!r} {self.tls!r}>"
@@ -223,12 +218,7 @@ class WatchedSecret:
         while True:
             await self._changed.wait()
             self._changed.clear()
-            try:
-                pair = self._pair()
-            except ConfigError as exc:
-                self.tls.reject(exc.problems)
-                continue
-            await asyncio.to_thread(self.tls.update, pair)
+            await self.tls.replace(self._pair)
 
     def __repr__(self) -> str:
         return f"<WatchedSecret {self.origin} {getattr(self, 'tls', '(not listed yet)')!r}>"
