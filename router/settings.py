@@ -75,14 +75,13 @@ class RouterSettings:
                 raise ConfigError([f"{name}: must be a port number from 0 to 65535, got {value}"])
         if self.balancing_policy not in ("least_loaded", "round_robin"):
             raise ConfigError([f"balancing_policy: must be least_loaded or round_robin, got {self.balancing_policy!r}"])
-        for name in ("max_header_count", "max_header_bytes", "max_url_bytes", "max_connections"):
+        for name in ("max_header_count", "max_header_bytes", "max_url_bytes", "max_connections",
+                     "max_request_body_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError([f"{name}: must be at least 1, got {getattr(self, name)}"])
         for name in ("header_timeout", "body_timeout", "keepalive_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError([f"{name}: must be a positive number of seconds, got {getattr(self, name)}"])
-        if self.max_request_body_bytes < 1:
-            raise ConfigError(["max_request_body_bytes: must be at least 1"])
 
 
 def _flag(name: str) -> str:

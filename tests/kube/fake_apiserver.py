@@ -180,7 +180,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _watch(self, rtype: ResourceType, namespace: str | None, query: dict[str, str]) -> None:
         api, store = self.server.api, self.server.api.store
-        matches = api.matcher(rtype.plural, namespace, query)  # raises before the answer starts
+        matches = api.matcher(namespace, query)  # raises before the answer starts
         timeout = float(query.get("timeoutSeconds") or 1800)
         bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
         since = query.get("resourceVersion") or "0"
@@ -336,14 +336,14 @@ class FakeApiServer:
 
     # Reading and writing objects directly (the same code as the HTTP verbs)
 
-    def matcher(self, plural: str, namespace: str | None, query: dict[str, str]) -> Callable[[Obj], bool]:
+    def matcher(self, namespace: str | None, query: dict[str, str]) -> Callable[[Obj], bool]:
         labels = label_selector(query.get("labelSelector") or "")
         fields = field_selector(query.get("fieldSelector") or "")
         return lambda obj: (namespace is None or obj["metadata"]["namespace"] == namespace) and labels(
             obj) and fields(obj)
 
     def list(self, plural: str, namespace: str | None = None, query: dict[str, str] | None = None) -> Obj:
-        rtype, matches = TYPES[plural], self.matcher(plural, namespace, query or {})
+        rtype, matches = TYPES[plural], self.matcher(namespace, query or {})
         with self.store.cond:
             items = [copy.deepcopy(o) for (p, _, _), o in sorted(self.store.objects.items())
                      if p == plural and matches(o)]
@@ -360,10 +360,6 @@ class FakeApiServer:
 
     def get(self, plural: str, name: str, namespace: str = "default") -> Obj:
         return self.store.get(plural, namespace, name)
-
-    def replace(self, plural: str, obj: Obj) -> Obj:
-        meta = obj["metadata"]
-        return self.store.update(plural, meta.get("namespace", "default"), meta["name"], lambda _: obj)
 
     def patch(self, plural: str, name: str, patch: Obj, namespace: str = "default") -> Obj:
         return self.store.update(plural, namespace, name, lambda obj: merge_patch(obj, patch))

@@ -50,7 +50,7 @@ def test_list_filters_by_namespace_label_and_field(api_server: FakeApiServer, ku
 
     (local, version), (everywhere, _), (secrets, _) = run(kubeconfig, work)
     assert [s["metadata"]["name"] for s in local] == ["a-1"]
-    assert "kind" not in local[0]  # like a real server, built-in list items carry no type
+    assert (local[0]["kind"], local[0]["apiVersion"]) == ("EndpointSlice", "discovery.k8s.io/v1")  # typed here
     assert sorted(s["metadata"]["name"] for s in everywhere) == ["a-1", "a-2"]
     assert [s["metadata"]["name"] for s in secrets] == ["k2"]
     assert int(version) == api_server.store.rv

@@ -153,10 +153,14 @@ class KubeApi:
 
     async def list(self, kind: Kind, namespace: str | None, *, labels: str | None = None,
                    fields: str | None = None) -> tuple[list[Obj], str]:
-        """Every object of `kind` that matches, and the resourceVersion to watch from."""
+        """Every object of `kind` that matches, and the resourceVersion to watch from.
+
+        Items come typed (`kind`, `apiVersion`), as watch events do: the API server leaves the items of
+        built-in lists untyped, and a listed object must equal the same object watched."""
         answer = await self._json("GET", kind.path(namespace), query=_selectors(labels, fields))
-        items = answer.get("items") or []
-        return [item for item in items if isinstance(item, dict)], str(answer["metadata"]["resourceVersion"])
+        items = [{**item, "apiVersion": kind.api_version, "kind": kind.kind}
+                 for item in answer.get("items") or [] if isinstance(item, dict)]
+        return items, str(answer["metadata"]["resourceVersion"])
 
     async def watch(self, kind: Kind, namespace: str | None, *, resource_version: str, timeout_s: int,
                     labels: str | None = None, fields: str | None = None) -> AsyncGenerator[Obj, None]:

@@ -82,8 +82,8 @@ def parse_objects(kind: Kind, objects: Iterable[Obj], previous: Mapping[Resource
         if before is not None and before.version == version:
             parsed[key] = before
             continue
-        try:  # list items of built-in kinds carry no kind: the validator needs it
-            value = parse_document({**obj, "apiVersion": kind.api_version, "kind": kind.kind})
+        try:
+            value = parse_document(obj)
             parsed[key] = Parsed(version, (), value)
         except ConfigError as exc:
             parsed[key] = Parsed(version, tuple(exc.problems), before.accepted if before else None)

@@ -89,7 +89,6 @@ class StatusWriter:
         self.is_leader = is_leader
         self.scoring_base_url = scoring_base_url
         self.settings = settings
-        self.writes = 0
         self._reports: Mapping[ResourceKey, Report] = {}
         self._sent: dict[ResourceKey, str] = {}  # the version each last patch was based on
         self._wake = asyncio.Event()
@@ -133,6 +132,5 @@ class StatusWriter:
             except NotFound:
                 continue  # deleted meanwhile
             self._sent[key] = version
-            self.writes += 1
         for key in self._sent.keys() - self._reports.keys():
             del self._sent[key]
