@@ -68,8 +68,7 @@ class DeploymentBalancer:
     def release(self, replica: Replica, now: float) -> list[tuple[Any, Replica]]:
         """A request on `replica` ended: free its slot; return the waiters to start, and where."""
         replica.in_flight -= 1
-        if now - self._bucket_start >= 1.0:
-            self._roll(now)
+        self._tick(now)
         self._counts[1] += 1
         return self.dispatch(now) if self.queue else []
 
@@ -106,8 +105,7 @@ class DeploymentBalancer:
 
     def retry_after(self, now: float) -> int:
         """Seconds until the queue ahead of a new request is likely drained, from 1 to 60."""
-        if now - self._bucket_start >= 1.0:
-            self._roll(now)
+        self._tick(now)
         rate = (self._counts[0] + self._counts[1]) / (1.0 + min(1.0, now - self._bucket_start))
         if rate <= 0:
             return 1 if not self.queue else 10
@@ -148,11 +146,12 @@ class DeploymentBalancer:
         chosen.in_flight += 1
         return chosen
 
-    def _roll(self, now: float) -> None:
-        """A new one-second bucket of completions."""
+    def _tick(self, now: float) -> None:
+        """A second or more since the current bucket of completions began: start a new one."""
         elapsed = now - self._bucket_start
-        self._counts = [self._counts[1] if elapsed < 2.0 else 0, 0]
-        self._bucket_start = now
+        if elapsed >= 1.0:
+            self._counts = [self._counts[1] if elapsed < 2.0 else 0, 0]
+            self._bucket_start = now
 
     def state(self, now: float) -> dict[str, Any]:
         return {"queue": len(self.queue), "capacity_per_replica": self.capacity, "policy": self.policy,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from router.balancing.admission import DeploymentBalancer, Policy
 from router.balancing.replicas import Replica
@@ -33,7 +34,7 @@ ServiceKey = tuple[str, str]  # namespace, service name
 
 
 class DeploymentRoute:
-    __slots__ = ("balancer", "header_value", "name", "scoring_route", "spec", "timeout")
+    __slots__ = ("balancer", "deadlines", "header_value", "name", "scoring_route", "spec", "timeout")
 
     def __init__(self, spec: OnlineDeployment, balancer: DeploymentBalancer) -> None:
         self.spec = spec
@@ -42,6 +43,11 @@ class DeploymentRoute:
         self.scoring_route = spec.scoring_route.encode()
         self.timeout = spec.request_settings.request_timeout_ms / 1000
         self.balancer = balancer
+        self.deadlines: Any = None  # its requests' timeouts: the data plane's `Deadlines`, attached on first use
+
+    def keep_deadlines(self, deadlines: Any) -> Any:
+        self.deadlines = deadlines
+        return deadlines
 
     def __repr__(self) -> str:
         return f"<DeploymentRoute {self.name} {self.balancer!r}>"

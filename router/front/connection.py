@@ -34,7 +34,6 @@ from router.errors import (
     ServiceUnavailable,
     UriTooLong,
 )
-from router.front.deadlines import Deadlines
 from router.front.exchange import Exchange
 from router.front.limits import ClientLimits
 from router.front.mirror import MirrorGate
@@ -63,19 +62,13 @@ class DataPlane:
         self.table = table
         self.limits = limits or ClientLimits()
         self.max_body_bytes = self.limits.max_body_bytes
-        self.max_header_count, self.max_header_bytes = self.limits.max_header_count, self.limits.max_header_bytes
         self.scheme = scheme
         self.loop = asyncio.get_running_loop()
         self.cork = cork_for(self.loop)
         self.connections: set[ClientConnection] = set()
-        self.deadlines: dict[float, Deadlines] = {}  # request timeouts, by their length
         self.mirrors = MirrorGate()
         self.telemetry = telemetry or Telemetry(metrics=False)
         self.draining = False
-
-    def new_deadlines(self, timeout: float) -> Deadlines:
-        deadlines = self.deadlines[timeout] = Deadlines(self.loop, timeout)
-        return deadlines
 
     def protocol(self) -> ClientConnection:
         return ClientConnection(self)
@@ -245,16 +238,14 @@ class ClientConnection(asyncio.Protocol):
         self._partial = 0
 
     def on_headers_complete(self) -> None:
-        if len(self._headers) > self.front.max_header_count or self._head_bytes > self.front.max_header_bytes:
-            self._check_head(0)
+        self._check_head(0)
         self._head_bytes = -1
         if self.transport is None or self.transport.is_closing():
             return  # a request behind one that closed the connection: never answered
         parser = self.parser
         keep_alive = parser.should_keep_alive()
         head = RequestHead(parser.get_method(), self._url, self._headers, keep_alive, self.trusted)
-        if not keep_alive or head.asks_keep_alive:  # only then can it be HTTP/1.0 (which must ask to keep alive)
-            head.http11 = parser.get_http_version() == "1.1"
+        head.http11 = parser.get_http_version() == "1.1"
         exchange = self._receiving = Exchange(self, head)
         if self.current is None and not self._advancing:
             self.phase, self.since = BODY, self.front.loop.time()

@@ -126,7 +126,7 @@ class Exchange:
         self.deployment = deployment
         balancer = self.balancer = deployment.balancer
         now = front.loop.time()
-        self._deadlines = front.deadlines.get(deployment.timeout) or front.new_deadlines(deployment.timeout)
+        self._deadlines = deployment.deadlines or deployment.keep_deadlines(Deadlines(front.loop, deployment.timeout))
         self._deadlines.add(self, now)
         if kind == SWAGGER:
             head.target, head.query = b"/swagger.json", b""

@@ -31,14 +31,13 @@ HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"tra
 # What the router does with a request header, by its name. Names are looked up as they come, in
 # lower case and in the usual capitalization, so most headers cost one lookup and no lower-casing.
 (FORWARD, DROP, AUTHORIZATION, HOST, CONTENT_LENGTH, TRANSFER_ENCODING, REQUEST_ID, PIN, EXPECT, CONNECTION,
- TRACEPARENT, CLIENT_ID, FORWARDED_FOR, FORWARDED_PROTO, FORWARDED_HOST, PROXY_CONNECTION) = range(16)
+ TRACEPARENT, CLIENT_ID, FORWARDED_FOR, FORWARDED_PROTO, FORWARDED_HOST) = range(15)
 _KINDS = {b"authorization": AUTHORIZATION, b"host": HOST, b"content-length": CONTENT_LENGTH,
           b"transfer-encoding": TRANSFER_ENCODING, b"x-request-id": REQUEST_ID, b"azureml-model-deployment": PIN,
           b"expect": EXPECT, b"connection": CONNECTION, b"traceparent": TRACEPARENT,
           b"x-ms-client-request-id": CLIENT_ID, b"x-forwarded-for": FORWARDED_FOR,
           b"x-forwarded-proto": FORWARDED_PROTO, b"x-forwarded-host": FORWARDED_HOST,
-          b"proxy-connection": PROXY_CONNECTION,
-          **dict.fromkeys(HOP_BY_HOP - {b"connection", b"transfer-encoding", b"proxy-connection"}, DROP),
+          **dict.fromkeys(HOP_BY_HOP - {b"connection", b"transfer-encoding"}, DROP),
           **dict.fromkeys((b"content-type", b"accept", b"user-agent", b"accept-encoding"), FORWARD)}
 _KINDS |= {b"-".join(part.capitalize() for part in name.split(b"-")): kind for name, kind in _KINDS.items()}
 _KINDS |= {b"X-Request-ID": REQUEST_ID, b"TE": DROP}
@@ -59,7 +58,7 @@ _ACCEPTED_MAX = 64  # Authorization values remembered per endpoint and routing t
 class RequestHead:
     """One client request's line and headers, read once."""
 
-    __slots__ = ("asks_keep_alive", "authorization", "bad_client_request_id", "caller_traceparent", "chunked",
+    __slots__ = ("authorization", "bad_client_request_id", "caller_traceparent", "chunked",
                  "client_request_id", "connection_tokens", "content_length", "expect_continue", "fields",
                  "forwarded_for", "forwarded_host", "forwarded_proto", "host", "http11", "keep_alive", "method",
                  "pinned", "query", "request_id", "target", "traceparent", "transfer_encoding")
@@ -76,7 +75,7 @@ class RequestHead:
         fields: list[bytes] = []  # the header lines passed on, as they came
         self.host = self.authorization = self.pinned = self.client_request_id = b""
         self.content_length: int | None = None
-        self.chunked = self.expect_continue = self.bad_client_request_id = self.asks_keep_alive = False
+        self.chunked = self.expect_continue = self.bad_client_request_id = False
         self.connection_tokens = self.transfer_encoding = b""
         self.forwarded_for = self.forwarded_proto = self.forwarded_host = b""
         request_id = self.caller_traceparent = b""
@@ -104,9 +103,6 @@ class RequestHead:
                 self.expect_continue = value.lower() == b"100-continue"
             elif kind == CONNECTION:
                 self.connection_tokens = value.lower()
-                self.asks_keep_alive = True
-            elif kind == PROXY_CONNECTION:  # not passed on; like Connection, it can keep an HTTP/1.0 request alive
-                self.asks_keep_alive = True
             elif kind == TRACEPARENT:
                 self.caller_traceparent = value
             elif kind == CLIENT_ID:  # the last one counts

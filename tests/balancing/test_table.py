@@ -240,32 +240,3 @@ def test_replica_repr_shows_url_and_in_flight() -> None:
     replica.retired = True
     assert "retired" in repr(replica)
 
-
-def test_a_remembered_key_is_forgotten_when_the_keys_change() -> None:
-    from router.errors import Unauthorized
-    from router.front.scoring import RequestHead, resolve
-
-    def head(key: bytes) -> RequestHead:
-        return RequestHead(b"POST", b"/api/v1/endpoint/mnist/score", [(b"Authorization", b"Bearer " + key)], True)
-
-    table = RoutingTable.build(blue_green())
-    resolve(table, head(b"p-key"))
-    resolve(table, head(b"p-key"))  # the second time from the endpoint's remembered values
-    assert table.endpoints["mnist"].accepted == {b"Bearer p-key"}
-    with pytest.raises(Unauthorized):
-        resolve(table, head(b"p-kez"))
-    rotated = RoutingTable.build(blue_green(keys={"primaryKey": "new-key"}), table)
-    with pytest.raises(Unauthorized):
-        resolve(rotated, head(b"p-key"))
-    resolve(rotated, head(b"new-key"))
-
-
-@pytest.mark.parametrize(("values", "kept", "bad"), [
-    ([b"first", b"second"], b"second", False),
-    ([b"not valid!", b"valid-one"], b"valid-one", False),  # the last one counts
-    ([b"valid-one", b"not valid!"], b"", True),
-])
-def test_the_last_client_request_id_counts(values: list[bytes], kept: bytes, bad: bool) -> None:
-    from router.front.scoring import RequestHead
-    head = RequestHead(b"POST", b"/", [(b"x-ms-client-request-id", v) for v in values], True)
-    assert (head.client_request_id, head.bad_client_request_id) == (kept, bad)

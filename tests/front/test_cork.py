@@ -9,7 +9,8 @@ from router.proxy.cork import Cork
 
 class Conn:
     def __init__(self, cork: Cork, fail: bool = False) -> None:
-        self.cork, self.fail, self.flushed, self.out = cork, fail, 0, [b""][:0]
+        self.cork, self.fail, self.flushed = cork, fail, 0
+        self.out: list[bytes] = []
 
     def write(self, data: bytes) -> None:
         if not self.out:
