@@ -100,14 +100,15 @@ class ServerTls:
 
         Safe to call from a worker thread (the swap is one assignment).
         """
+        digest = _digest(pair)
+        if digest == self._digest:
+            return True  # the same pair again (a resync): nothing to check, nothing to log
         try:
             info, context = self._prepare(pair)
         except ConfigError as exc:
             self.reject(exc.problems)
             return False
-        if _digest(pair) == self._digest:
-            return True  # the same pair again (a resync): nothing to log
-        self.certificate, self._current, self._digest = info, context, _digest(pair)
+        self.certificate, self._current, self._digest = info, context, digest
         self.rotations += 1
         self._log("tls.rotated", pair)
         return True

@@ -34,7 +34,7 @@ MAX_PEM_BYTES = 1 << 20  # a long chain is a few KiB: a bigger file is a mistake
 MAX_CONFIG_BYTES = 64 << 20
 CERT_KEYS = (("cert.pem", "key.pem"), ("tls.crt", "tls.key"))  # ours; the kubernetes.io/tls type's
 
-Signature = tuple[tuple[int, int, int] | None, ...]
+Signature = tuple[files.Signature, ...]
 
 
 class PemSource(Protocol):
