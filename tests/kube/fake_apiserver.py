@@ -361,6 +361,10 @@ class FakeApiServer:
     def get(self, plural: str, name: str, namespace: str = "default") -> Obj:
         return self.store.get(plural, namespace, name)
 
+    def replace(self, plural: str, obj: Obj) -> Obj:
+        meta = obj["metadata"]
+        return self.store.update(plural, meta.get("namespace", "default"), meta["name"], lambda _: obj)
+
     def patch(self, plural: str, name: str, patch: Obj, namespace: str = "default") -> Obj:
         return self.store.update(plural, namespace, name, lambda obj: merge_patch(obj, patch))
 
