@@ -34,7 +34,7 @@ ServiceKey = tuple[str, str]  # namespace, service name
 
 
 class DeploymentRoute:
-    __slots__ = ("balancer", "deadlines", "header_value", "name", "scoring_route", "spec", "timeout")
+    __slots__ = ("balancer", "deadlines", "header_value", "name", "scoring_route", "spec", "stats", "timeout")
 
     def __init__(self, spec: OnlineDeployment, balancer: DeploymentBalancer) -> None:
         self.spec = spec
@@ -44,6 +44,7 @@ class DeploymentRoute:
         self.timeout = spec.request_settings.request_timeout_ms / 1000
         self.balancer = balancer
         self.deadlines: Any = None  # its requests' timeouts: the data plane's `Deadlines`, attached on first use
+        self.stats: Any = None  # what its requests came to: the metrics' `RouteStats`, attached on first use
 
     def keep_deadlines(self, deadlines: Any) -> Any:
         self.deadlines = deadlines

@@ -30,7 +30,7 @@ from router.metrics import BUCKETS, NO_REPLICA, REASONS, RequestStats, RouteStat
 from router.tracing import SpanExport
 
 if TYPE_CHECKING:
-    from router.balancing.table import DeploymentRoute, RoutingTable
+    from router.balancing.table import DeploymentRoute
     from router.front.exchange import Exchange
     from router.settings import RouterSettings
 
@@ -50,8 +50,6 @@ class Telemetry:
         self._lines: list[bytes] = []  # formatted, to be written at the next interval
         self._line_count = 0
         self.span_records: list[Record] = []
-        self._table: RoutingTable | None = None
-        self._routes: dict[DeploymentRoute, RouteStats] = {}  # the current table's routes
 
     @classmethod
     def from_settings(cls, settings: RouterSettings) -> Telemetry:
@@ -66,7 +64,7 @@ class Telemetry:
         total = now - ex.started
         route = ex.deployment
         if self.metrics:  # Durations.observe, written out: this runs for every request
-            stats = self._routes.get(route) if route is not None else None
+            stats = route.stats if route is not None else None
             if stats is None:
                 stats = self._route_stats(ex, route)
             codes = stats.codes
@@ -118,12 +116,8 @@ class Telemetry:
                                  -1.0, 0.0, 0, error.code, peer, b""))
 
     def _route_stats(self, ex: Exchange, route: DeploymentRoute | None) -> RouteStats:
-        table = ex.client.front.table
-        if route is not None:
-            if table is not self._table:  # a new table, new routes: forget the old ones
-                self._table = table
-                self._routes.clear()
-            stats = self._routes[route] = self.stats.route(route.spec.endpoint_name, route.name)
+        if route is not None:  # found once per route (a new table has new routes), kept on the route
+            stats = route.stats = self.stats.route(route.spec.endpoint_name, route.name)
             return stats
         return self.stats.route(_endpoint_named(ex), "")
 
