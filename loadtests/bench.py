@@ -33,7 +33,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness import router_config
+from harness import apt_install, router_config
 
 KEY = "bench-key-0123456789"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -52,11 +52,8 @@ class Result:
 def find_tools() -> tuple[str, str]:
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     wrk = shutil.which("wrk")
-    if (nginx is None or wrk is None) and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "nginx-light", "wrk"], check=True, env=env,
-                       stdout=subprocess.DEVNULL)
+    if nginx is None or wrk is None:
+        apt_install("nginx-light", "wrk")
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         wrk = shutil.which("wrk")
     if nginx is None or wrk is None or not os.path.exists(nginx):
@@ -97,6 +94,13 @@ http {{
 }}
 """)
     return conf
+
+
+def backend_conf(workdir: Path, port: int) -> Path:
+    """A fast nginx backend: every request gets a small JSON answer."""
+    return nginx_conf(workdir, "backend", port, f"""
+  server {{ listen 127.0.0.1:{port} reuseport; location / {{
+      default_type application/json; return 200 '{{"ok": true}}'; }} }}""")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -148,9 +152,7 @@ def measure(args: argparse.Namespace) -> list[Result]:
                           f'wrk.headers["Content-Type"] = "application/json"\n'
                           f'wrk.headers["Authorization"] = "Bearer {KEY}"\n')
         backend_port, nginx_port = free_port(), free_port()
-        backend = nginx_conf(workdir, "backend", backend_port, f"""
-  server {{ listen 127.0.0.1:{backend_port} reuseport; location / {{
-      default_type application/json; return 200 '{{"ok": true}}'; }} }}""")
+        backend = backend_conf(workdir, backend_port)
         proxy = nginx_conf(workdir, "proxy", nginx_port, f"""
   upstream backend {{ server 127.0.0.1:{backend_port}; keepalive 64; }}
   server {{ listen 127.0.0.1:{nginx_port}; location / {{

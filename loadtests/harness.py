@@ -6,11 +6,21 @@ The scripts in this folder run as `python loadtests/<script>.py`, so they import
 from __future__ import annotations
 
 import json
+import os
 import queue
+import shutil
 import subprocess
 import threading
 import time
 from typing import Any
+
+
+def apt_install(*packages: str) -> None:
+    """Install Debian `packages` with apt-get, when running as root on a machine that has it."""
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=True, env=env, stdout=subprocess.DEVNULL)
 
 
 def router_config(urls: list[str], key: str, *, endpoint: str = "bench", deployment: str = "main",

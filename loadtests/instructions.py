@@ -28,8 +28,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-from bench import KEY, find_tools, free_port, nginx_conf, wait_port
-from harness import router_config
+from bench import KEY, backend_conf, find_tools, free_port, wait_port
+from harness import apt_install, router_config
 
 VARIANTS = {"router": {"ROUTER_ACCESS_LOG": "on", "ROUTER_METRICS": "true"},
             "router-bare": {"ROUTER_ACCESS_LOG": "off", "ROUTER_METRICS": "false"}}
@@ -37,10 +37,8 @@ VARIANTS = {"router": {"ROUTER_ACCESS_LOG": "on", "ROUTER_METRICS": "true"},
 
 def find_valgrind() -> str:
     valgrind = shutil.which("valgrind")
-    if valgrind is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "valgrind"], check=True, env=env, stdout=subprocess.DEVNULL)
+    if valgrind is None:
+        apt_install("valgrind")
         valgrind = shutil.which("valgrind")
     if valgrind is None:
         sys.exit("instructions: needs valgrind (apt-get install valgrind)")
@@ -108,9 +106,7 @@ def main() -> int:
     nginx, _ = find_tools()
     workdir = Path(tempfile.mkdtemp(prefix="router-instructions-"))
     backend_port = free_port()
-    backend = nginx_conf(workdir, "backend", backend_port, f"""
-  server {{ listen 127.0.0.1:{backend_port}; location / {{
-      default_type application/json; return 200 '{{"ok": true}}'; }} }}""")
+    backend = backend_conf(workdir, backend_port)
     nginx_proc = subprocess.Popen([nginx, "-c", str(backend), "-p", str(workdir)])
     try:
         wait_port(backend_port)
