@@ -37,7 +37,7 @@ from router.front.deadlines import Deadlines
 from router.front.mirror import MirrorCopy
 from router.front.pauses import PENDING, UPSTREAM
 from router.front.responses import CONTINUE, error_response
-from router.front.scoring import HOP_BY_HOP, SWAGGER, RequestHead, resolve, upstream_head
+from router.front.scoring import HOP_BY_HOP, SWAGGER, RequestHead, replica_target, resolve, upstream_head
 from router.front.telemetry import CLIENT_CLOSED
 from router.proxy.upstream import CACHED_BYTES, CACHED_HEADS
 
@@ -77,12 +77,13 @@ class Exchange:
                  "admitted_at", "attempts", "balancer", "body_bytes", "bytes_out", "client", "deadline",
                  "deployment", "discard", "dispatched_at", "head", "keep_alive", "mirror", "pending",
                  "pending_bytes", "queued", "replica", "request_complete", "request_forwarded", "response_done",
-                 "response_started", "started", "status", "tried", "upstream")
+                 "response_started", "started", "status", "target", "tried", "upstream")
 
     def __init__(self, client: ClientConnection, head: RequestHead) -> None:
         self.client = client
         self.head = head
         self.keep_alive = head.keep_alive
+        self.target = b""  # what the replica is asked for: path and query
         self.deployment: DeploymentRoute | None = None
         self.balancer: DeploymentBalancer | None = None
         self.replica: Replica | None = None
@@ -129,9 +130,9 @@ class Exchange:
         self._deadlines = deployment.deadlines or deployment.keep_deadlines(Deadlines(front.loop, deployment.timeout))
         self._deadlines.add(self, now)
         if kind == SWAGGER:
-            head.target, head.query = b"/swagger.json", b""
+            self.target = b"/swagger.json"
         else:
-            head.target = deployment.scoring_route
+            self.target = replica_target(head, deployment.scoring_route)
             if endpoint.mirror is not None and not head.pinned and front.mirrors.take(endpoint):
                 self.mirror = mirror = MirrorCopy.start(front, endpoint.mirror, head, self.client.peer_host)
                 for chunk in self.pending or ():  # a body that came before this request's turn
@@ -217,7 +218,7 @@ class Exchange:
             conn.pause_reading()
         client, replica = self.client, self.replica
         assert replica is not None
-        conn.write(upstream_head(self.head, replica.host_header, client.peer_host, client.scheme))
+        conn.write(upstream_head(self.head, self.target, replica.host_header, client.peer_host, client.scheme))
         pending = self.pending
         if pending is not None:
             for chunk in pending:

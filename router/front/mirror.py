@@ -15,7 +15,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from router.errors import BadGateway
-from router.front.scoring import RequestHead, upstream_head
+from router.front.scoring import RequestHead, replica_target, upstream_head
 
 if TYPE_CHECKING:
     from router.balancing.replicas import Replica
@@ -114,8 +114,8 @@ class MirrorCopy:
         assert self.replica is not None and self._body is not None
         self._conn = conn
         conn.serve(self)
-        head = upstream_head(self.head, self.replica.host_header, self._peer, b"http", content_length=self._size,
-                             target=self.deployment.scoring_route)
+        head = upstream_head(self.head, replica_target(self.head, self.deployment.scoring_route),
+                             self.replica.host_header, self._peer, b"http", content_length=self._size)
         conn.write(head + b"".join(self._body))
         self._body = None
         self._front.mirrors.sent += 1

@@ -207,15 +207,17 @@ _UPSTREAM_HEAD = (b"%s %s HTTP/1.1\r\nhost: %s\r\n%s%sx-request-id: %s\r\ntracep
                   b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n%s\r\n")
 
 
-def upstream_head(head: RequestHead, host_header: bytes, peer_host: bytes, scheme: bytes,
-                  content_length: int | None = None, target: bytes | None = None) -> bytes:
-    """The request line and headers for the replica: the client's, less what the router owns.
+def replica_target(head: RequestHead, route: bytes) -> bytes:
+    """What a scoring request asks the replica for: the deployment's route, with the client's query."""
+    return route + b"?" + head.query if head.query else route
+
+
+def upstream_head(head: RequestHead, target: bytes, host_header: bytes, peer_host: bytes, scheme: bytes,
+                  content_length: int | None = None) -> bytes:
+    """The request line (for `target`) and headers for the replica: the client's, less what the router owns.
 
     X-Forwarded-* are the router's own, unless the client is a trusted proxy (then extended).
     """
-    path = target if target is not None else head.target
-    if head.query:
-        path += b"?" + head.query
     if content_length is not None:
         length = b"content-length: %d\r\n" % content_length
     elif head.chunked:
@@ -226,6 +228,6 @@ def upstream_head(head: RequestHead, host_header: bytes, peer_host: bytes, schem
         length = b"content-length: 0\r\n" if head.method == b"POST" else b""
     forwarded_host = head.forwarded_host or head.host
     return _UPSTREAM_HEAD % (
-        head.method, path, host_header, head.fields, length, head.request_id, head.traceparent,
+        head.method, target, host_header, head.fields, length, head.request_id, head.traceparent,
         head.forwarded_for + b", " + peer_host if head.forwarded_for else peer_host, head.forwarded_proto or scheme,
         b"x-forwarded-host: " + forwarded_host + b"\r\n" if forwarded_host else b"")
