@@ -8,8 +8,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import sys
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,26 @@ from tests.helpers import ManagedProcess, start_process
 from tests.routing import Traffic, wait_until  # noqa: F401  (used by the kube tests through this module)
 
 API = "inference-router.dev/v1alpha1"
+
+
+async def until(predicate: Callable[[], object], timeout: float = 5) -> float:
+    """Wait on the event loop until `predicate()` holds; how long it took (AssertionError after `timeout`)."""
+    start = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - start < timeout, "condition not met in time"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - start
+
+
+@contextlib.asynccontextmanager
+async def running(work: Coroutine[Any, Any, Any]) -> AsyncIterator[asyncio.Task[Any]]:
+    """`work` as a task for the length of the block, cancelled and awaited at its end."""
+    task = asyncio.create_task(work)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 Obj = dict[str, Any]
 
 

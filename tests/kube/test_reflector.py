@@ -14,7 +14,7 @@ from pathlib import Path
 from router.discovery.kubernetes.api import ONLINE_ENDPOINTS, KubeApi
 from router.discovery.kubernetes.reflector import Backoff, Reflector, Selection
 from router.discovery.kubernetes.settings import WatchSettings
-from tests.kube.cluster import endpoint, secret
+from tests.kube.cluster import endpoint, running, secret, until
 from tests.kube.fake_apiserver import FakeApiServer
 
 FAST = WatchSettings(timeout_s=30, request_timeout_s=2, backoff_s=0.05, backoff_max_s=0.4)
@@ -28,13 +28,6 @@ def server_names(api_server: FakeApiServer) -> set[str]:
     return {o["metadata"]["name"] for o in api_server.list("onlineendpoints")["items"]}
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
 def with_reflector(kubeconfig: Path, settings: WatchSettings,
                    scenario: Callable[[Reflector, list[int]], Awaitable[None]]) -> None:
     """Run `scenario(reflector, changes)` while the reflector runs; `changes` counts on_change calls."""
@@ -45,13 +38,11 @@ def with_reflector(kubeconfig: Path, settings: WatchSettings,
         def changed() -> None:
             changes[0] += 1
         reflector = Reflector(api, Selection(kind=ONLINE_ENDPOINTS), changed, settings)
-        task = asyncio.create_task(reflector.run())
         try:
-            await until(lambda: reflector.synced)
-            await scenario(reflector, changes)
+            async with running(reflector.run()):
+                await until(lambda: reflector.synced)
+                await scenario(reflector, changes)
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
             await api.close()
     asyncio.run(main())
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from router.discovery.kubernetes import KubernetesSettings, KubernetesSource
 from router.discovery.kubernetes.settings import LeaseSettings, WatchSettings
 from router.discovery.source import ServiceReplicas
 from router.model import Resources
-from tests.kube.cluster import deployment, endpoint, endpoint_slice, secret
+from tests.kube.cluster import deployment, endpoint, endpoint_slice, running, secret, until
 from tests.kube.fake_apiserver import FakeApiServer
 
 Applied = list[tuple[Resources, ServiceReplicas]]
@@ -27,22 +26,10 @@ def run_source(kubeconfig: Path, scenario: Callable[[KubernetesSource, Applied],
         source = KubernetesSource(settings, identity="test")
         applied: Applied = []
         assert await source.load() == Resources() and not source.synced
-        task = asyncio.create_task(source.watch(lambda r, s=None: applied.append((r, s or {}))))
-        try:
+        async with running(source.watch(lambda r, s=None: applied.append((r, s or {})))):
             await until(lambda: source.synced)
             await scenario(source, applied)
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
     asyncio.run(main())
-
-
-async def until(predicate: Callable[[], object], timeout: float = 5) -> float:
-    start = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - start < timeout, "condition not met in time"
-        await asyncio.sleep(0.02)
-    return time.monotonic() - start
 
 
 def demo(api: FakeApiServer, namespace: str = "default") -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 from router.discovery.kubernetes.api import KubeApi
@@ -11,6 +10,7 @@ from router.discovery.kubernetes.assembly import Report
 from router.discovery.kubernetes.lease import LeaderElector
 from router.discovery.kubernetes.settings import LeaseSettings
 from router.discovery.kubernetes.status import render, status_patch
+from tests.kube.cluster import until
 from tests.kube.fake_apiserver import FakeApiServer
 
 ENDPOINT = ("OnlineEndpoint", "default", "demo")
@@ -61,13 +61,6 @@ def test_one_elector_leads_and_a_follower_takes_over_on_release_or_expiry(
         api_server: FakeApiServer, kubeconfig: Path) -> None:
     settings = LeaseSettings(name="router", duration_s=1.0, retry_s=0.1)
     changes: list[tuple[str, bool]] = []
-
-    async def until(predicate: object, timeout: float = 5) -> float:
-        start = time.monotonic()
-        while not predicate():  # type: ignore[operator]
-            assert time.monotonic() - start < timeout
-            await asyncio.sleep(0.02)
-        return time.monotonic() - start
 
     async def main() -> None:
         apis = [await KubeApi.connect(str(kubeconfig)) for _ in range(3)]
