@@ -6,7 +6,8 @@ sent, and a periodic task writes what accumulated in one call (stdout by default
 a container runtime collects it), so a request never waits for its line. Errors
 (status 400 and up) are always logged; `sample=F` keeps a share F of the others.
 
-A line, in this order (times in milliseconds; null where a step did not happen):
+A line, in this order (durations in milliseconds; null where a step did not happen; `time` is
+when the loop turn in which the request ended finished, shared by that turn's lines):
 
     {"time": 1717171717.123, "event": "access", "request_id": "...", "client_request_id": null,
      "trace_id": "...", "client": "10.0.0.7", "method": "POST", "endpoint": "mnist",
@@ -32,9 +33,10 @@ from router.errors import ConfigError
 Record = tuple[float, bytes, bytes, bytes, bytes, str, str, str, int, int, int, float, float, float, int, str,
                bytes, bytes]
 
-_LINE = (b'{"time": %.3f, "event": "access", "request_id": "%s", "client_request_id": %s, "trace_id": %s, '
-         b'%s, "status": %d, "bytes_in": %d, "bytes_out": %d, "queue_ms": %s, "upstream_ms": %s, "total_ms": %.3f, '
-         b'"retries": %d, "error": %s}\n')
+_LINE = (b'{"time": %s, "event": "access", "request_id": "%s", "client_request_id": %s, "trace_id": %s, '
+         b'%s, "status": %d, "bytes_in": %d, "bytes_out": %d, "queue_ms": %.3f, "upstream_ms": %.3f, '
+         b'"total_ms": %.3f, "retries": %d, "error": %s}\n')
+_LINE_UNSENT = _LINE.replace(b'%.3f, "upstream_ms": %.3f', b'null, "upstream_ms": null')  # never sent to a replica
 _WHERE = b'"client": %s, "method": %s, "endpoint": %s, "deployment": %s, "replica": %s'
 _where: dict[tuple[bytes, bytes, str, str, str], bytes] = {}  # the fields above, by their values (they repeat)
 _QUOTED: dict[str | bytes, bytes] = {}  # JSON strings of the few values that repeat: names, replicas, addresses
@@ -80,15 +82,17 @@ def _where_of(key: tuple[bytes, bytes, str, str, str]) -> bytes:
     return where
 
 
-def format_line(r: Record, clock_offset: float) -> bytes:
-    """One record as a JSON line; `clock_offset` turns `perf_counter()` time into Unix time."""
+def format_line(r: Record, time: bytes) -> bytes:
+    """One record as a JSON line; `time` is its Unix time, formatted."""
     trace_id = r[3][3:35]
     key = (r[16], r[4], r[5], r[6], r[7])
-    return _LINE % (r[0] + clock_offset, r[1], _json(r[2]) if r[2] else b"null",
-                    b'"%s"' % trace_id if trace_id else b"null", _where.get(key) or _where_of(key), r[8], r[9],
-                    r[10], b"%.3f" % (r[11] * 1000) if r[11] >= 0 else b"null",
-                    b"%.3f" % (r[12] * 1000) if r[12] >= 0 else b"null", r[13] * 1000, r[14],
-                    _QUOTED.get(r[15]) or _quoted(r[15]))
+    where = _where.get(key) or _where_of(key)
+    if r[11] >= 0:
+        return _LINE % (time, r[1], _json(r[2]) if r[2] else b"null", b'"%s"' % trace_id if trace_id else b"null",
+                        where, r[8], r[9], r[10], r[11] * 1000, r[12] * 1000, r[13] * 1000, r[14],
+                        _QUOTED.get(r[15]) or _quoted(r[15]))
+    return _LINE_UNSENT % (time, r[1], _json(r[2]) if r[2] else b"null", b'"%s"' % trace_id if trace_id else b"null",
+                           where, r[8], r[9], r[10], r[13] * 1000, r[14], _QUOTED.get(r[15]) or _quoted(r[15]))
 
 
 class AccessLog:
@@ -108,7 +112,13 @@ class AccessLog:
         return status >= 400 or self.sample >= 1.0 or random.random() < self.sample
 
     def format(self, records: list[Record], clock_offset: float) -> bytes:
-        return b"".join([format_line(r, clock_offset) for r in records])
+        """The lines of `records`, which ended in one turn of the loop: they share its time (as nginx's
+        lines share the time it caches once per turn), formatted once. `clock_offset` turns
+        `perf_counter()` time into Unix time."""
+        if not records:
+            return b""
+        time = b"%.3f" % (records[-1][0] + clock_offset)
+        return b"".join([format_line(r, time) for r in records])
 
     def write_lines(self, data: bytes, count: int) -> None:
         """Write `count` formatted lines in one call."""

@@ -48,12 +48,10 @@ def serial() -> bytes:
 new_trace_flags = b"00"  # b"01" while spans are exported: see `SpanExport`
 
 
-def router_span(incoming: bytes, number: bytes | None = None) -> bytes:
-    """The `traceparent` the router sends upstream: the caller's trace (if valid) with the router's span.
-
-    `number`: the request's serial (from `serial()`), if it has one already."""
-    if number is None:
-        number = serial()
+def request_ids(incoming: bytes) -> tuple[bytes, bytes]:
+    """A new request's serial number (as `serial()`), and the `traceparent` the router sends upstream
+    for it: the caller's trace (`incoming`, if valid) with the router's span, else a new trace."""
+    number = b"%012x" % (next(_serials) & 0xFFFFFFFFFFFF)
     if incoming:
         incoming = incoming.strip()
         m = _TRACEPARENT.match(incoming)
@@ -62,13 +60,13 @@ def router_span(incoming: bytes, number: bytes | None = None) -> bytes:
                                                 len(incoming) == 55 or incoming[55:56] == b"-"):
             trace_id = m[2]
             if trace_id != _ZERO_TRACE and m[3] != _ZERO_SPAN:
-                return b"00-%s-%s%s-%s" % (trace_id, _SPAN_PREFIX, number, m[4])
-    return new_span(number)
+                return number, b"00-%s-%s%s-%s" % (trace_id, _SPAN_PREFIX, number, m[4])
+    return number, b"00-%s%016x-%s%s-%s" % (_TRACE_PREFIX, _bits(64), _SPAN_PREFIX, number, new_trace_flags)
 
 
-def new_span(number: bytes) -> bytes:
-    """The `traceparent` of a new trace, whose first span is the router's (request serial `number`)."""
-    return b"00-%s%016x-%s%s-%s" % (_TRACE_PREFIX, _bits(64), _SPAN_PREFIX, number, new_trace_flags)
+def router_span(incoming: bytes) -> bytes:
+    """The `traceparent` the router sends upstream for a new request (see `request_ids`)."""
+    return request_ids(incoming)[1]
 
 
 def parent_span_id(incoming: bytes, outgoing: bytes) -> bytes:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from router.access_log import AccessLog, Record, format_line, parse_mode
+from router.access_log import AccessLog, Record, parse_mode
 from router.errors import ConfigError
 from tests.helpers import ManagedProcess
 from tests.routing import Config
@@ -28,7 +28,7 @@ def record(status: int = 200, **changes: object) -> Record:
 
 
 def test_a_line_is_one_json_object_with_every_field() -> None:
-    line = format_line(record(), 1_700_000_000.0)
+    line = AccessLog().format([record()], 1_700_000_000.0)
     assert line.endswith(b"}\n") and line.count(b"\n") == 1
     assert json.loads(line) == {
         "time": 1_700_000_010.0, "event": "access", "request_id": "8f1c2e3a-0000-4000-8000-000000000001",
@@ -39,9 +39,10 @@ def test_a_line_is_one_json_object_with_every_field() -> None:
 
 
 def test_what_did_not_happen_is_null_and_odd_values_are_escaped() -> None:
-    line = json.loads(format_line(record(401, endpoint="", deployment="", replica="", queue=-1.0, upstream=-1.0,
-                                         error="Unauthorized", client_request_id=b'a"b\\c\x01\xff',
-                                         traceparent=b"", method=b""), 0.0))
+    line = json.loads(AccessLog().format([record(401, endpoint="", deployment="", replica="", queue=-1.0,
+                                                 upstream=-1.0, error="Unauthorized",
+                                                 client_request_id=b'a"b\\c\x01\xff', traceparent=b"",
+                                                 method=b"")], 0.0))
     assert line["client_request_id"] == 'a"b\\c\x01\xff'
     assert (line["endpoint"], line["deployment"], line["replica"], line["queue_ms"], line["upstream_ms"]) == (
         None, None, None, None, None)
@@ -70,9 +71,10 @@ def test_sampling_keeps_a_share_of_successes_and_every_error() -> None:
 def test_a_batch_is_written_in_one_piece() -> None:
     out = io.BytesIO()
     log = AccessLog(1.0, out)
-    log.write([record(), record(503, error="ServiceUnavailable")], 0.0)
-    lines = out.getvalue().splitlines()
-    assert [json.loads(line)["status"] for line in lines] == [200, 503]
+    log.write([record(end=9.5), record(503, error="ServiceUnavailable")], 0.0)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["status"] for line in lines] == [200, 503]
+    assert [line["time"] for line in lines] == [10.0, 10.0]  # one loop turn's lines share its time
     assert repr(log) == "<AccessLog sample=1 lines=2>"
 
 

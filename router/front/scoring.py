@@ -20,7 +20,7 @@ from router.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
-from router.tracing import new_span, router_span, serial
+from router.tracing import request_ids, serial
 
 GUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 CLIENT_REQUEST_ID = re.compile(rb"[A-Za-z0-9_-]{1,40}")
@@ -68,10 +68,7 @@ class RequestHead:
         self.method = method
         self.keep_alive = keep_alive
         self.http11 = True
-        if b"?" in url:
-            self.target, _, self.query = url.partition(b"?")
-        else:
-            self.target, self.query = url, b""
+        self.target, _, self.query = url.partition(b"?")  # not `b"?" in url`: that tries int(b"?") first
         fields: list[bytes] = []  # the header lines passed on, as they came
         self.host = self.authorization = self.pinned = self.client_request_id = b""
         self.content_length: int | None = None
@@ -118,10 +115,8 @@ class RequestHead:
                     self.forwarded_proto = value
                 elif kind == FORWARDED_HOST:
                     self.forwarded_host = value
-        number = serial()
+        number, self.traceparent = request_ids(self.caller_traceparent)  # the caller's trace or a new one
         self.request_id = request_id if request_id and GUID.fullmatch(request_id) else _ID_PREFIX + number
-        # the caller's trace (or a new one), the router's span
-        self.traceparent = router_span(self.caller_traceparent, number) if self.caller_traceparent else new_span(number)
         if self.connection_tokens and self.connection_tokens not in (b"keep-alive", b"close"):
             named = {t.strip() for t in self.connection_tokens.split(b",")}  # headers only for this connection
             fields = [line for line in fields if line[:line.index(b":")].lower() not in named]
