@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import sys
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from router.access_log import AccessLog, Record, parse_mode
-from router.errors import ConfigError
+from router.errors import ConfigError, Unauthorized
+from router.front.telemetry import WRITE_BYTES, Telemetry
 from tests.helpers import ManagedProcess
 from tests.routing import Config
 
@@ -87,3 +89,21 @@ def test_a_router_refuses_to_start_with_a_bad_access_log_setting(tmp_path: Path)
     assert process.wait(30) != 0
     [refused] = process.events_named("start.refused")
     assert "access_log" in refused["problems"][0]
+
+
+def test_lines_are_written_once_a_buffer_fills_not_only_at_the_interval() -> None:
+    async def main() -> tuple[int, int, int]:
+        out = io.BytesIO()
+        telemetry = Telemetry(metrics=False, access_log=AccessLog(1.0, out), interval=3600)
+        telemetry.refused(Unauthorized("no"), b"8f1c2e3a-0000-4000-8000-000000000001", b"10.1.2.3")
+        await asyncio.sleep(0)  # the turn ends: its line is formatted, and kept (far less than a buffer)
+        kept = len(out.getvalue())
+        for _ in range(WRITE_BYTES // 200):  # lines are over 200 bytes: this fills the buffer
+            telemetry.refused(Unauthorized("no"), b"8f1c2e3a-0000-4000-8000-000000000001", b"10.1.2.3")
+        await asyncio.sleep(0)
+        written = out.getvalue().count(b"\n")
+        telemetry.flush()
+        return kept, written, out.getvalue().count(b"\n")
+
+    kept, written, total = asyncio.run(main())
+    assert kept == 0 and written == total == WRITE_BYTES // 200 + 1

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from router.front.exchange import Exchange
     from router.settings import RouterSettings
 
+# Access-log lines are written when this much is formatted (or at the interval): a small buffer stays
+# in the CPU's cache, while a whole interval's lines (about half a megabyte at 10,000 req/s) would not.
+WRITE_BYTES = 32 * 1024
 CLIENT_CLOSED = 499  # nginx's code for a client that went away before its answer was complete
 _ROUTES = {b"POST": "/api/v1/endpoint/{endpoint}/score", b"GET": "/api/v1/endpoint/{endpoint}/swagger.json"}
 
@@ -47,8 +50,8 @@ class Telemetry:
         self.spans = spans
         self.interval = interval
         self.records: list[Record] = []  # for the access log: this loop turn's, formatted at its end
-        self._lines: list[bytes] = []  # formatted, to be written at the next interval
-        self._line_count = 0
+        self._lines: list[bytes] = []  # formatted, to be written at the next interval (or sooner: see _format)
+        self._line_count = self._line_bytes = 0
         self.span_records: list[Record] = []
 
     @classmethod
@@ -133,22 +136,29 @@ class Telemetry:
         in the tail latency)."""
         records, self.records = self.records, []
         if records and self.access_log is not None:
-            self._lines.append(self.access_log.format(records, time.time() - perf_counter()))
+            lines = self.access_log.format(records, time.time() - perf_counter())
+            self._lines.append(lines)
             self._line_count += len(records)
+            self._line_bytes += len(lines)
+            if self._line_bytes >= WRITE_BYTES:
+                self._write()
 
     def flush(self) -> None:
         self._format()
-        if self._lines and self.access_log is not None:
-            data, count = b"".join(self._lines), self._line_count
-            self._lines, self._line_count = [], 0
-            try:
-                self.access_log.write_lines(data, count)
-            except (OSError, ValueError, AttributeError) as exc:  # a broken or missing stdout must not stop the router
-                logs.event("access_log.failed", level=logging.ERROR, error=str(exc), lost=count)
+        self._write()
         if self.span_records and self.spans is not None:
             records, self.span_records = self.span_records, []
             offset = time.time() - perf_counter()
             self.spans.export(_span(r, offset) for r in records)
+
+    def _write(self) -> None:
+        if self._lines and self.access_log is not None:
+            data, count = b"".join(self._lines), self._line_count
+            self._lines, self._line_count, self._line_bytes = [], 0, 0
+            try:
+                self.access_log.write_lines(data, count)
+            except (OSError, ValueError, AttributeError) as exc:  # a broken or missing stdout must not stop the router
+                logs.event("access_log.failed", level=logging.ERROR, error=str(exc), lost=count)
 
     def close(self) -> None:
         self.flush()
