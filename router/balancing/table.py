@@ -24,11 +24,25 @@ ReplicaKey = tuple[str, str, str]  # namespace, deployment, url
 SCORE, SWAGGER = 1, 2  # what a scoring URL asks of its endpoint
 
 
+# the URL paths of an endpoint (DESIGN §3): before its name, after it, and what they ask of it
+_SHAPES = ((b"/api/v1/endpoint/", b"/score", SCORE), (b"/api/v1/service/", b"/score", SCORE),
+           (b"/api/v1/endpoint/", b"/swagger.json", SWAGGER))
+
+
 def scoring_paths(name: str) -> dict[bytes, int]:
-    """The URL paths that reach endpoint `name` (DESIGN §3), and what each asks of it."""
-    n = name.encode()
-    return {b"/api/v1/endpoint/%s/score" % n: SCORE, b"/api/v1/service/%s/score" % n: SCORE,
-            b"/api/v1/endpoint/%s/swagger.json" % n: SWAGGER}
+    """The URL paths that reach endpoint `name`, and what each asks of it."""
+    n = name.encode("latin-1")
+    return {before + n + after: kind for before, after, kind in _SHAPES}
+
+
+def endpoint_name(path: bytes) -> str | None:
+    """The endpoint a URL path of a scoring shape names, whether it exists or not; None for any other path."""
+    for before, after, _ in _SHAPES:
+        if path.startswith(before) and path.endswith(after):
+            name = path[len(before):len(path) - len(after)]
+            if name and b"/" not in name:
+                return name.decode("latin-1")
+    return None
 DeploymentKey = tuple[str, str]  # namespace, deployment
 ServiceKey = tuple[str, str]  # namespace, service name
 

@@ -244,7 +244,8 @@ class ClientConnection(asyncio.Protocol):
             return  # a request behind one that closed the connection: never answered
         parser = self.parser
         keep_alive = parser.should_keep_alive()
-        head = RequestHead(parser.get_method(), self._url, self._headers, keep_alive, self.trusted)
+        head = RequestHead(parser.get_method(), self._url, self._headers, keep_alive, self.trusted,
+                           self.front.max_body_bytes)
         head.http11 = parser.get_http_version() == "1.1"
         exchange = self._receiving = Exchange(self, head)
         if self.current is None and not self._advancing:

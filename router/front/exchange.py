@@ -32,12 +32,13 @@ from time import perf_counter
 from typing import TYPE_CHECKING
 
 from router import logs
+from router.balancing.table import SWAGGER
 from router.errors import BadGateway, GatewayTimeout, PayloadTooLarge, RouterError, ServiceUnavailable
 from router.front.deadlines import Deadlines
 from router.front.mirror import MirrorCopy
 from router.front.pauses import PENDING, UPSTREAM
 from router.front.responses import CONTINUE, error_response
-from router.front.scoring import HOP_BY_HOP, SWAGGER, RequestHead, replica_target, resolve, upstream_head
+from router.front.scoring import HOP_BY_HOP, RequestHead, replica_target, resolve, upstream_head
 from router.front.telemetry import CLIENT_CLOSED
 from router.proxy.upstream import CACHED_BYTES, CACHED_HEADS
 
@@ -118,8 +119,8 @@ class Exchange:
         try:
             if self._deferred is not None:
                 raise self._deferred
-            if head.bad_client_request_id or head.chunked or (head.content_length or 0) > front.max_body_bytes:
-                head.check(front.max_body_bytes)
+            if head.refusal is not None:
+                raise head.refusal
             endpoint, deployment, kind = resolve(front.table, head)
         except RouterError as error:
             self.respond_error(error)

@@ -11,9 +11,12 @@ from router.settings import RouterSettings
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+MAX_BODY_BYTES = 100 * 1024 * 1024  # the default limit of a request body
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientLimits:
-    max_body_bytes: int = 100 * 1024 * 1024
+    max_body_bytes: int = MAX_BODY_BYTES
     max_header_count: int = 100
     max_header_bytes: int = 32 * 1024
     max_url_bytes: int = 8 * 1024

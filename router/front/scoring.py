@@ -11,15 +11,17 @@ import hmac
 import os
 import re
 
-from router.balancing.table import SCORE, SWAGGER, DeploymentRoute, EndpointRoute, RoutingTable
+from router.balancing.table import SCORE, DeploymentRoute, EndpointRoute, RoutingTable, endpoint_name
 from router.errors import (
     BadRequest,
     MethodNotAllowed,
     NotFound,
     NotImplementedByRouter,
     PayloadTooLarge,
+    RouterError,
     Unauthorized,
 )
+from router.front.limits import MAX_BODY_BYTES
 from router.tracing import request_ids, serial
 
 GUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -51,7 +53,6 @@ def new_request_id() -> bytes:
 
 _HEX = os.urandom(10).hex()
 _ID_PREFIX = f"{_HEX[:8]}-{_HEX[8:12]}-{_HEX[12:16]}-{_HEX[16:]}-".encode()
-_PREFIXES = (b"/api/v1/endpoint/", b"/api/v1/service/")
 _ACCEPTED_MAX = 64  # Authorization values remembered per endpoint and routing table
 
 
@@ -61,10 +62,10 @@ class RequestHead:
     __slots__ = ("authorization", "bad_client_request_id", "caller_traceparent", "chunked",
                  "client_request_id", "connection_tokens", "content_length", "expect_continue", "fields",
                  "forwarded_for", "forwarded_host", "forwarded_proto", "host", "http11", "keep_alive", "method",
-                 "pinned", "query", "request_id", "target", "traceparent", "transfer_encoding")
+                 "pinned", "query", "refusal", "request_id", "target", "traceparent", "transfer_encoding")
 
     def __init__(self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]],
-                 keep_alive: bool, trusted: bool = False) -> None:
+                 keep_alive: bool, trusted: bool = False, max_body_bytes: int = MAX_BODY_BYTES) -> None:
         self.method = method
         self.keep_alive = keep_alive
         self.http11 = True
@@ -121,29 +122,15 @@ class RequestHead:
             named = {t.strip() for t in self.connection_tokens.split(b",")}  # headers only for this connection
             fields = [line for line in fields if line[:line.index(b":")].lower() not in named]
         self.fields = b"".join(fields)
-
-    def check(self, max_body_bytes: int) -> None:
-        """Refuse what cannot be served whatever the route: bad ids, oversized bodies."""
+        # what refuses the request whatever its route (answered in its turn, see Exchange.start)
+        self.refusal: RouterError | None = None
         if self.bad_client_request_id:
-            raise BadRequest("x-ms-client-request-id must be 1 to 40 letters, digits, '-' or '_'")
-        if self.content_length is not None and self.content_length > max_body_bytes:
-            raise PayloadTooLarge(f"the request body is over the limit of {max_body_bytes} bytes")
-        if self.chunked and self.transfer_encoding.strip().lower() != b"chunked":
+            self.refusal = BadRequest("x-ms-client-request-id must be 1 to 40 letters, digits, '-' or '_'")
+        elif self.content_length is not None and self.content_length > max_body_bytes:
+            self.refusal = PayloadTooLarge(f"the request body is over the limit of {max_body_bytes} bytes")
+        elif self.chunked and self.transfer_encoding.strip().lower() != b"chunked":
             # a coding the router would drop when it re-frames the body: refuse it rather than alter the request
-            raise NotImplementedByRouter("only 'Transfer-Encoding: chunked' is supported")
-
-
-def parse_target(path: bytes) -> tuple[str, int]:
-    """The endpoint name and what is asked of it, from a scoring URL path."""
-    for prefix in _PREFIXES:
-        if path.startswith(prefix):
-            name, _, rest = path[len(prefix):].partition(b"/")
-            if rest == b"score":
-                return name.decode("latin-1"), SCORE
-            if rest == b"swagger.json" and prefix == _PREFIXES[0]:
-                return name.decode("latin-1"), SWAGGER
-            break
-    raise NotFound("no such route: use /api/v1/endpoint/{endpoint}/score")
+            self.refusal = NotImplementedByRouter("only 'Transfer-Encoding: chunked' is supported")
 
 
 def _shown(name: str) -> str:
@@ -172,7 +159,9 @@ def resolve(table: RoutingTable, head: RequestHead) -> tuple[EndpointRoute, Depl
     """The endpoint and deployment a request goes to, and whether it scores or asks for swagger."""
     hit = table.paths.get(head.target)  # one lookup: the table knows every scoring path
     if hit is None:
-        name, _ = parse_target(head.target)  # which error: another route, or an unknown endpoint
+        name = endpoint_name(head.target)  # which error: another route, or an unknown endpoint
+        if name is None:
+            raise NotFound("no such route: use /api/v1/endpoint/{endpoint}/score")
         raise NotFound(f"endpoint {_shown(name)} not found")
     endpoint, kind = hit
     name = endpoint.name

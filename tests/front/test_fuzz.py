@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import socket
 from collections.abc import Iterator
 
@@ -11,9 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from router.balancing.table import endpoint_name, scoring_paths
 from router.discovery.documents import parse_documents
-from router.errors import ConfigError, RouterError
-from router.front.scoring import RequestHead, parse_target
+from router.errors import ConfigError
+from router.front.scoring import RequestHead
 from tests.routing import Config, RouterProcess, start_router, start_sample_model
 
 KEY = "primary-key-0123456789"
@@ -39,15 +41,18 @@ def test_validators_answer_every_document_set_with_resources_or_config_error(doc
         assert exc.problems and all(isinstance(p, str) and p for p in exc.problems)
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=200))
-def test_any_path_resolves_or_is_not_found(path: bytes) -> None:
-    try:
-        name, kind = parse_target(path)
-    except RouterError as error:
-        assert error.status == 404
-    else:
-        assert kind in (1, 2) and "/" not in name
+SCORING_PATH = re.compile(rb"/api/v1/(?:endpoint/([^/]+)/(?:score|swagger\.json)|service/([^/]+)/score)")
+scoring_shapes = st.sampled_from([b"/api/v1/endpoint/%s/score", b"/api/v1/service/%s/score",
+                                  b"/api/v1/endpoint/%s/swagger.json"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=200) | st.builds(lambda shape, name: shape % name, scoring_shapes, st.binary(max_size=40)))
+def test_a_path_names_an_endpoint_exactly_when_it_has_a_scoring_shape(path: bytes) -> None:
+    m = SCORING_PATH.fullmatch(path)
+    name = endpoint_name(path)
+    assert name == ((m[1] or m[2]).decode("latin-1") if m else None)
+    assert name is None or path in scoring_paths(name)
 
 
 header_names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-ABCXYZ", min_size=1, max_size=20)
@@ -59,12 +64,9 @@ header_values = st.binary(max_size=60).filter(lambda v: b"\r" not in v and b"\n"
 def test_any_parsed_header_set_gives_a_head_or_a_router_error(headers: list[tuple[str, bytes]],
                                                              keep_alive: bool) -> None:
     pairs = [(n.lower().encode(), v) for n, v in headers if n.lower() not in ("content-length", "transfer-encoding")]
-    head = RequestHead(b"POST", b"/api/v1/endpoint/demo/score?x=1", pairs, keep_alive)
+    head = RequestHead(b"POST", b"/api/v1/endpoint/demo/score?x=1", pairs, keep_alive, max_body_bytes=1000)
     assert len(head.request_id) == 36
-    try:
-        head.check(1000)
-    except RouterError as error:
-        assert error.status == 400
+    assert head.refusal is None or head.refusal.status == 400
 
 
 @pytest.fixture(scope="module")
