@@ -130,8 +130,10 @@ def test_a_refused_token_and_an_unreachable_server(api_server: FakeApiServer, tm
     assert refused.value.status == 401 and type(refused.value) is KubeError
     with pytest.raises(Unreachable):
         run(dead, lambda api: api.list(SECRETS, "default"))
+    before = api_server.refused
     with api_server.outage(), pytest.raises(Unreachable):
         run(tmp_path / "k", lambda api: api.get(SECRETS, "default", "x"))
+    assert api_server.refused > before  # the outage dropped the call, unanswered
 
 
 @pytest.mark.parametrize("text", ["not: [a kubeconfig", "{}", '{"clusters": [], "contexts": []}'])
@@ -160,9 +162,11 @@ def test_no_client_library_exception_leaks(api_server: FakeApiServer, tmp_path: 
                 failures.append(exc)
         return failures
 
+    before = api_server.refused
     with api_server.outage():
         failures = run(path, every_call)
     assert all(isinstance(f, Unreachable) for f in failures), failures
+    assert api_server.refused - before >= len(failures)  # every call reached the server and was dropped
 
 
 def test_only_the_api_module_imports_the_client_library() -> None:

@@ -29,3 +29,8 @@ class Conflict(KubeError):
 
 class NotFound(KubeError):
     """404: no such object."""
+
+
+def describe(exc: BaseException) -> str:
+    """A failure for a log line: the router's own message for API errors, the type too for anything else."""
+    return str(exc) if isinstance(exc, KubeError) else repr(exc)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from router import logs
 from router.discovery.kubernetes.api import LEASES, KubeApi, Obj
-from router.discovery.kubernetes.errors import Conflict, KubeError, NotFound
+from router.discovery.kubernetes.errors import Conflict, KubeError, NotFound, describe
 from router.discovery.kubernetes.settings import LeaseSettings
 
 
@@ -50,7 +50,7 @@ class LeaderElector:
                 self._set(await self._try())
             except Exception as exc:  # KubeError, or a Lease it could not read
                 logs.event("kubernetes.lease.failed", level=logging.WARNING, lease=self.settings.name,
-                           error=str(exc) if isinstance(exc, KubeError) else repr(exc))
+                           error=describe(exc))
                 if self.is_leader and loop.time() - self._renewed_at > self.settings.duration_s:
                     self._set(False)
             await asyncio.sleep(self.settings.retry_s * random.uniform(0.8, 1.0))

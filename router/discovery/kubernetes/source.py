@@ -174,20 +174,21 @@ class KubernetesSource:
         root = self._roots.get(key[0])
         return None if root is None else root.reflector.objects.get((key[1], key[2]))
 
+    def _referenced(self, kind: str) -> list[Obj]:
+        """The objects of `kind` that the referenced-object watches hold."""
+        return [o for (k, _, _), w in self._references.items() if k == kind for o in w.reflector.objects.values()]
+
     def _assemble(self) -> Assembly | None:
         """The state from complete copies, or None while some copy is still being listed."""
         if not all(root.reflector.synced for root in self._roots.values()):
             return None
         raw = {kind: list(root.reflector.objects.values()) for kind, root in self._roots.items()}
-        raw[SECRETS.kind] = [o for (kind, _, _), w in self._references.items() if kind == SECRETS.kind
-                             for o in w.reflector.objects.values()]
+        raw[SECRETS.kind] = self._referenced(SECRETS.kind)
         parsed: dict[ResourceKey, Parsed] = {}
         for kind in (ONLINE_ENDPOINTS, ONLINE_DEPLOYMENTS, SECRETS):
             parsed.update(parse_objects(kind, raw[kind.kind], self._parsed))
         self._parsed = parsed
-        slices = [o for (kind, _, _), w in self._references.items() if kind == ENDPOINT_SLICES.kind
-                  for o in w.reflector.objects.values()]
-        assembly = assemble(raw, parsed, slices)
+        assembly = assemble(raw, parsed, self._referenced(ENDPOINT_SLICES.kind))
         self._follow(assembly.services, assembly.secrets)
         loop = asyncio.get_running_loop()
         waiting = [w.started for w in self._references.values() if not w.reflector.synced]

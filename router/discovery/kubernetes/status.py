@@ -23,7 +23,7 @@ from typing import Any
 from router import logs
 from router.discovery.kubernetes.api import ONLINE_DEPLOYMENTS, ONLINE_ENDPOINTS, KubeApi, Obj
 from router.discovery.kubernetes.assembly import Report, ResourceKey
-from router.discovery.kubernetes.errors import KubeError, NotFound
+from router.discovery.kubernetes.errors import NotFound, describe
 from router.discovery.kubernetes.reflector import Backoff
 from router.discovery.kubernetes.settings import WatchSettings
 
@@ -112,8 +112,8 @@ class StatusWriter:
                 backoff.reset()
             except Exception as exc:  # KubeError, or an object it could not read: try again later
                 delay = backoff.next_delay()
-                logs.event("kubernetes.status.failed", level=logging.WARNING, error=str(exc) if isinstance(
-                    exc, KubeError) else repr(exc), retry_in_s=round(delay, 2))
+                logs.event("kubernetes.status.failed", level=logging.WARNING, error=describe(exc),
+                           retry_in_s=round(delay, 2))
                 asyncio.get_running_loop().call_later(delay, self._wake.set)
 
     async def _write_all(self) -> None:
