@@ -3,16 +3,24 @@
     config = Config(key="k1").deployment("blue", [model.url], weight=100)
     router = start_router(tmp_path, config)
     httpx.post(router.score_url("demo"), headers=router.auth, ...)
+
+Raw sockets, for what an HTTP client would hide or refuse to send:
+
+    answer = exchange(router.port, b"POST /api/v1/endpoint/demo/score HTTP/1.1\r\n...")
+    assert status_of(answer) == 400
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
+import re
+import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -206,3 +214,89 @@ class Traffic:
         wait_until(settled, timeout, f"answers only from {sorted(names)}; last: {self.answers[-3:]}")
         others = [at for at, _, name in list(self.answers) if at >= since and name not in names]
         return max(others) - since if others else 0.0
+
+
+# -- raw sockets --------------------------------------------------------------------------------
+
+def connect(port: int, timeout: float | None = 5, source: str | None = None) -> socket.socket:
+    """A TCP connection to 127.0.0.1:`port` (from address `source`), each call on it bounded by `timeout` s."""
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                    source_address=(source, 0) if source else None)
+
+
+def read_all(sock: socket.socket, quiet_after: float | None = None) -> bytes:
+    """All `sock` receives until the peer closes it; with `quiet_after`, a reset or that long a silence end it too."""
+    if quiet_after is not None:
+        sock.settimeout(quiet_after)
+    chunks = []
+    try:
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    except (ConnectionResetError, TimeoutError):
+        if quiet_after is None:
+            raise
+    return b"".join(chunks)
+
+
+def exchange(port: int, data: bytes, timeout: float = 5, *, source: str | None = None, quiet_ok: bool = False) -> bytes:
+    """`data` sent on a new connection; all it receives until closed (`quiet_ok`: or reset, or `timeout` s silent)."""
+    with connect(port, timeout, source) as sock:
+        sock.sendall(data)
+        return read_all(sock, timeout if quiet_ok else None)
+
+
+def read_until(sock: socket.socket, done: Callable[[bytes], bool], received: bytes = b"") -> bytes:
+    """`received` and what `sock` receives after it, until `done` of it all; AssertionError if closed before."""
+    while not done(received):
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed"
+        received += chunk
+    return received
+
+
+def answer_complete(data: bytes) -> bool:
+    """Whether `data` holds an answer's whole head and its whole Content-Length body."""
+    head, found, body = data.partition(b"\r\n\r\n")
+    return bool(found) and len(body) >= int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+
+
+def status_of(answer: bytes) -> int:
+    """The status code of the answer `answer` begins with; 0 when it does not begin with one."""
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
+
+
+def statuses(answer: bytes) -> list[int]:
+    """The status codes of every answer in `answer`, in their order."""
+    return [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
+
+
+def closed_port() -> int:
+    """A loopback port that nothing listens on: connections to it are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def one_shot_replica(answer: bytes, seen: list[bytes] | None = None) -> Iterator[str]:
+    """The URL of a replica that reads one request (kept in `seen`), writes `answer` and closes the connection."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        request = conn.recv(65536)
+        if seen is not None:
+            seen.append(request)
+        if answer:
+            conn.sendall(answer)
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        thread.join(5)
+        listener.close()

@@ -7,6 +7,7 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,10 +71,21 @@ def test_sampling_keeps_a_share_of_successes_and_every_error() -> None:
     assert AccessLog.from_setting("off") is None
 
 
+class CountingStream(io.BytesIO):
+    """A stream that counts its `write` calls."""
+
+    writes = 0
+
+    def write(self, data: Any) -> int:
+        self.writes += 1
+        return super().write(data)
+
+
 def test_a_batch_is_written_in_one_piece() -> None:
-    out = io.BytesIO()
+    out = CountingStream()
     log = AccessLog(1.0, out)
     log.write([record(end=9.5), record(503, error="ServiceUnavailable")], 0.0)
+    assert out.writes == 1
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [line["status"] for line in lines] == [200, 503]
     assert [line["time"] for line in lines] == [10.0, 10.0]  # one loop turn's lines share its time

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import run_to_exit, start_process
-from tests.routing import Config
+from tests.routing import Config, connect
 
 SERVE = [sys.executable, "-m", "router.cli", "serve"]
 LOOPBACK = ["--host", "127.0.0.1", "--port", "0", "--admin-port", "0"]
@@ -82,7 +82,7 @@ def test_starts_with_the_environment_variable_and_drains_on_sigterm(config_file:
         assert ready["host"] == "127.0.0.1"
         assert isinstance(ready["port"], int) and ready["port"] > 0
         assert isinstance(ready["admin_port"], int) and ready["admin_port"] not in (0, ready["port"])
-        with socket.create_connection(("127.0.0.1", ready["port"]), timeout=5):
+        with connect(ready["port"]):
             pass  # the scoring port accepts connections
     finally:
         code = process.stop()

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from tests.helpers import SampleModel
-from tests.routing import Config, RouterProcess, start_router
+from tests.routing import Config, RouterProcess, connect, read_all, start_router
 
 DRAIN_DELAY = 1.5
 SLOW_MS = 1500  # a request started late in the drain delay, still running when the listener closes
@@ -162,15 +162,13 @@ def test_a_request_half_received_when_the_drain_closes_idle_connections_is_answe
     model = sample_model_factory()
     router = start_router(tmp_path, Config().deployment("blue", [model.url], weight=100), "--drain-delay", "0.3")
     try:
-        conn = socket.create_connection(("127.0.0.1", router.port), timeout=10)
+        conn = connect(router.port, timeout=10)
         conn.sendall(b"POST /api/v1/endpoint/demo/score HTTP/1.1\r\nHost: t\r\n")  # a head, half sent
         time.sleep(0.2)
         router.process.terminate()
         time.sleep(0.6)  # past the drain delay: the listener is closed and idle connections too
         conn.sendall(b"Content-Length: 2\r\nAuthorization: Bearer " + router.key.encode() + b"\r\n\r\n{}")
-        answer = b""
-        while chunk := conn.recv(65536):
-            answer += chunk
+        answer = read_all(conn)
         conn.close()
         head = answer.split(b"\r\n\r\n")[0].lower()
         assert head.startswith(b"http/1.1 200 ") and b"connection: close" in head, answer

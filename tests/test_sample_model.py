@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ import httpx
 import pytest
 
 from tests.helpers import ManagedProcess, ProcessError, SampleModel, start_process
+from tests.routing import connect, read_until
 
 MODEL = [sys.executable, "-m", "router.sample_model"]
 
@@ -157,23 +157,16 @@ def test_echo(client: httpx.Client, size: int) -> None:
 
 def test_echo_duplex_streams_while_the_request_is_still_coming(model: ManagedProcess) -> None:
     first, rest = os.urandom(4096), os.urandom(1 << 20)
-    with socket.create_connection(("127.0.0.1", model.ready["port"]), timeout=10) as sock:
+    with connect(model.ready["port"], timeout=10) as sock:
         head = (
             f"POST /score?echo=duplex HTTP/1.1\r\nHost: t\r\nContent-Length: {len(first) + len(rest)}\r\n\r\n"
         )
         sock.sendall(head.encode() + first)
-        received = b""
-        while first not in received:  # the echo of the first piece, before the rest is sent
-            chunk = sock.recv(65536)
-            assert chunk, "connection closed"
-            received += chunk
+        received = read_until(sock, lambda got: first in got)  # the echo of the first piece, before the rest is sent
         assert received.startswith(b"HTTP/1.1 200 ")
         sender = threading.Thread(target=sock.sendall, args=(rest,))
         sender.start()
-        while not received.endswith(b"\r\n0\r\n\r\n"):
-            chunk = sock.recv(65536)
-            assert chunk, "connection closed"
-            received += chunk
+        received = read_until(sock, lambda got: got.endswith(b"\r\n0\r\n\r\n"), received)
         sender.join(10)
     response_head, _, chunked = received.partition(b"\r\n\r\n")
     assert b"transfer-encoding: chunked" in response_head.lower()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import socket
 import threading
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.routing import Config, RouterProcess, start_router, start_sample_model
+from tests.routing import Config, RouterProcess, connect, read_all, start_router, start_sample_model, statuses
 
 KEY = "primary-key-0123456789"
 
@@ -33,27 +32,12 @@ def req(query: str = "", body: bytes = b"{}", key: str = KEY, method: str = "POS
             f"Authorization: Bearer {key}\r\nContent-Length: {len(body)}\r\n{extra}\r\n").encode() + body
 
 
-def read_all(s: socket.socket, timeout: float = 10) -> bytes:
-    s.settimeout(timeout)
-    out = b""
-    try:
-        while chunk := s.recv(65536):
-            out += chunk
-    except (TimeoutError, ConnectionResetError):
-        pass
-    return out
-
-
-def statuses(answer: bytes) -> list[int]:
-    return [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
-
-
 def test_an_unwanted_upload_does_not_leave_the_connection_stuck(router: RouterProcess) -> None:
     blocker = threading.Thread(target=lambda: httpx.post(router.score_url(query="latency_ms=3000"),
                                                          headers=router.auth, content=b"{}", timeout=10))
     blocker.start()  # takes the only slot
     time.sleep(0.3)
-    with socket.create_connection(("127.0.0.1", router.port)) as s:
+    with connect(router.port) as s:
         s.sendall(req(body=b"").replace(b"Content-Length: 0", b"Content-Length: 60000"))
         sent = 0
         s.settimeout(0.05)
@@ -68,47 +52,47 @@ def test_an_unwanted_upload_does_not_leave_the_connection_stuck(router: RouterPr
                 pass
         assert statuses(answer)[:1] == [503]
         s.sendall(b"x" * (60000 - sent))
-        rest = read_all(s, timeout=5)
+        rest = read_all(s, quiet_after=5)
     blocker.join()
     assert statuses(rest) == []  # the rest of the unwanted upload was dropped, never read as a request
     assert httpx.post(router.score_url(), headers=router.auth, content=b"{}").status_code == 200
 
 
 def test_a_pipelined_body_arriving_after_its_head_is_read(router: RouterProcess) -> None:
-    with socket.create_connection(("127.0.0.1", router.port)) as s:
+    with connect(router.port) as s:
         s.sendall(req(query="latency_ms=200") + req(body=b"").replace(b"Content-Length: 0", b"Content-Length: 2")
                   .replace(b"Host: x", b"Host: x\r\nConnection: close"))
         time.sleep(0.4)
         s.sendall(b"{}")
-        assert statuses(read_all(s)) == [200, 200]
+        assert statuses(read_all(s, quiet_after=10)) == [200, 200]
 
 
 def test_a_pipelined_request_over_the_body_limit_is_refused_in_its_turn(router: RouterProcess) -> None:
-    with socket.create_connection(("127.0.0.1", router.port)) as s:
+    with connect(router.port) as s:
         s.sendall(req(query="latency_ms=100") + req(body=b"y" * 70000, extra="Connection: close\r\n"))
-        assert statuses(read_all(s)) == [200, 413]
+        assert statuses(read_all(s, quiet_after=10)) == [200, 413]
 
 
 def test_many_failing_pipelined_requests_are_answered_without_recursion(router: RouterProcess) -> None:
-    with socket.create_connection(("127.0.0.1", router.port)) as s:
+    with connect(router.port) as s:
         s.sendall(req(query="latency_ms=100") + req(key="wrong") * 600)
-        got = statuses(read_all(s))
+        got = statuses(read_all(s, quiet_after=10))
     assert got[0] == 200 and len(got) > 60 and set(got[1:]) == {401}  # then closed: too deep a pipeline
     assert "RecursionError" not in router.process.output() and "Traceback" not in router.process.output()
     assert httpx.post(router.score_url(), headers=router.auth, content=b"{}").status_code == 200
 
 
 def test_garbage_after_a_valid_request_waits_for_its_answer(router: RouterProcess) -> None:
-    with socket.create_connection(("127.0.0.1", router.port)) as s:
+    with connect(router.port) as s:
         s.sendall(req(query="latency_ms=200") + b"NOT HTTP\r\n\r\n")
-        answer = read_all(s)
+        answer = read_all(s, quiet_after=10)
     assert statuses(answer) == [200, 400]
 
 
 def test_errors_to_head_requests_have_no_body(router: RouterProcess) -> None:
-    with socket.create_connection(("127.0.0.1", router.port)) as s:
+    with connect(router.port) as s:
         s.sendall(req(method="HEAD", body=b"") + req(extra="Connection: close\r\n"))
-        answer = read_all(s)
+        answer = read_all(s, quiet_after=10)
     assert statuses(answer) == [405, 200]
     _, _, rest = answer.partition(b"\r\n\r\n")
     assert rest.startswith(b"HTTP/1.1 200")  # nothing between the 405's head and the next answer

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,17 @@ import jwt
 import pytest
 
 from router import tokens
-from tests.routing import Config, RouterProcess, start_router, start_sample_model
+from tests.routing import (
+    Config,
+    RouterProcess,
+    answer_complete,
+    connect,
+    exchange,
+    read_until,
+    start_router,
+    start_sample_model,
+    status_of,
+)
 
 KEY = "primary-key-0123456789"
 SIGNING = "token-signing-key-abcdefghijklmnop"
@@ -48,22 +57,6 @@ def token_endpoint_documents(url: str, signing_key: str) -> list[dict]:
     ]
 
 
-def raw(port: int, data: bytes, *, source: str = "127.0.0.1", timeout: float = 5) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0)) as s:
-        s.sendall(data)
-        chunks = []
-        try:
-            while chunk := s.recv(65536):
-                chunks.append(chunk)
-        except (ConnectionResetError, TimeoutError):
-            pass
-        return b"".join(chunks)
-
-
-def status_of(answer: bytes) -> int:
-    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
-
-
 def error_of(answer: bytes) -> dict:
     body = json.loads(answer.partition(b"\r\n\r\n")[2])
     assert "Traceback" not in json.dumps(body)
@@ -84,7 +77,7 @@ def request(path: str = "/api/v1/endpoint/demo/score", headers: str = "", body: 
 
 def test_too_many_headers_get_431(router: RouterProcess) -> None:
     many = "".join(f"X-H{i}: v\r\n" for i in range(60))
-    answer = raw(router.port, request(headers=many))
+    answer = exchange(router.port, request(headers=many), quiet_ok=True)
     assert status_of(answer) == 431 and "50" in error_of(answer)["message"]
     still_serving(router)
 
@@ -93,9 +86,9 @@ def test_too_many_headers_get_431(router: RouterProcess) -> None:
 def test_headers_over_the_size_limit_get_431(router: RouterProcess, split: bool) -> None:
     data = request(headers=f"X-Big: {'a' * 20000}\r\n")
     if not split:
-        answer = raw(router.port, data)
+        answer = exchange(router.port, data, quiet_ok=True)
     else:  # one huge header arriving in pieces is caught before it completes
-        with socket.create_connection(("127.0.0.1", router.port), timeout=5) as s:
+        with connect(router.port) as s:
             for i in range(0, 18000, 1000):
                 s.sendall(data[i:i + 1000])
                 time.sleep(0.002)
@@ -105,38 +98,36 @@ def test_headers_over_the_size_limit_get_431(router: RouterProcess, split: bool)
 
 
 def test_a_long_url_gets_414(router: RouterProcess) -> None:
-    answer = raw(router.port, request(path="/api/v1/endpoint/demo/score?" + "q" * 5000))
+    answer = exchange(router.port, request(path="/api/v1/endpoint/demo/score?" + "q" * 5000), quiet_ok=True)
     assert status_of(answer) == 414 and error_of(answer)["code"] == "UriTooLong"
     still_serving(router)
 
 
 def test_headers_that_never_finish_get_408_then_close(router: RouterProcess) -> None:
     started = time.monotonic()
-    answer = raw(router.port, b"POST /api/v1/endpoint/demo/score HTTP/1.1\r\nHost: x\r\n", timeout=10)
+    head = b"POST /api/v1/endpoint/demo/score HTTP/1.1\r\nHost: x\r\n"
+    answer = exchange(router.port, head, timeout=10, quiet_ok=True)
     assert status_of(answer) == 408 and 1.5 < time.monotonic() - started < 5
     assert error_of(answer)["code"] == "RequestTimeout"
 
 
 def test_a_silent_connection_is_closed_without_an_answer(router: RouterProcess) -> None:
     started = time.monotonic()
-    assert raw(router.port, b"", timeout=10) == b""
+    assert exchange(router.port, b"", timeout=10, quiet_ok=True) == b""
     assert 1.5 < time.monotonic() - started < 5
 
 
 def test_a_body_that_stops_arriving_gets_408(router: RouterProcess) -> None:
     head = request(body=b"").replace(b"Content-Length: 0", b"Content-Length: 100")
-    answer = raw(router.port, head + b"only part", timeout=10)
+    answer = exchange(router.port, head + b"only part", timeout=10, quiet_ok=True)
     assert status_of(answer) == 408
     still_serving(router)
 
 
 def test_an_idle_keep_alive_connection_is_closed(router: RouterProcess) -> None:
-    with socket.create_connection(("127.0.0.1", router.port), timeout=10) as s:
+    with connect(router.port, timeout=10) as s:
         s.sendall(request().replace(b"Connection: close\r\n", b""))
-        first = b""
-        while b"\r\n\r\n" not in first or len(first.partition(b"\r\n\r\n")[2]) < int(
-                first.lower().split(b"content-length: ")[1].split(b"\r\n")[0]):
-            first += s.recv(65536)  # the whole first answer, however it is split
+        first = read_until(s, answer_complete)  # the whole first answer, however it is split
         assert status_of(first) == 200
         started = time.monotonic()
         assert s.recv(65536) == b""  # closed by the router, after the keep-alive timeout
@@ -149,9 +140,9 @@ def test_connections_over_the_limit_are_refused_and_the_others_keep_working(tmp_
     router = start_router(tmp_path, Config(key=KEY).deployment("main", [model.url], weight=100),
                           "--max-connections", "3")
     try:
-        held = [socket.create_connection(("127.0.0.1", router.port), timeout=5) for _ in range(3)]
+        held = [connect(router.port) for _ in range(3)]
         time.sleep(0.2)
-        answer = raw(router.port, request())
+        answer = exchange(router.port, request(), quiet_ok=True)
         assert status_of(answer) == 503 and "too many" in error_of(answer)["message"]
         held[0].sendall(request())
         assert status_of(held[0].recv(65536)) == 200  # an existing connection is unaffected
@@ -166,7 +157,7 @@ def test_connections_over_the_limit_are_refused_and_the_others_keep_working(tmp_
 def test_slowloris_does_not_stop_valid_requests(router: RouterProcess) -> None:
     slow = []
     for _ in range(500):
-        s = socket.create_connection(("127.0.0.1", router.port), timeout=5)
+        s = connect(router.port)
         s.sendall(b"POST /api/v1/endpoint/demo/score HTTP/1.1\r\n")
         slow.append(s)
     try:
@@ -208,7 +199,7 @@ def test_slowloris_does_not_stop_valid_requests(router: RouterProcess) -> None:
 ])
 def test_ambiguous_framing_is_refused_and_never_forwarded(router: RouterProcess, data: bytes, status: int) -> None:
     head = f"POST /api/v1/endpoint/demo/score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n".encode()
-    answer = raw(router.port, head + data)
+    answer = exchange(router.port, head + data, quiet_ok=True)
     assert status_of(answer) == status, answer[:200]
     assert error_of(answer)["requestId"]
     still_serving(router)
@@ -216,10 +207,12 @@ def test_ambiguous_framing_is_refused_and_never_forwarded(router: RouterProcess,
 
 def test_forwarded_headers_are_replaced_unless_the_peer_is_a_trusted_proxy(router: RouterProcess) -> None:
     spoof = "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\n"
-    seen = json.loads(raw(router.port, request(headers=spoof)).partition(b"\r\n\r\n")[2])["headers"]
+    answer = exchange(router.port, request(headers=spoof), quiet_ok=True)
+    seen = json.loads(answer.partition(b"\r\n\r\n")[2])["headers"]
     assert (seen["x-forwarded-for"], seen["x-forwarded-proto"], seen["x-forwarded-host"]) == ("127.0.0.1", "http", "x")
     # 127.0.0.2 is configured as a trusted proxy: its client chain is kept and extended
-    seen = json.loads(raw(router.port, request(headers=spoof), source="127.0.0.2").partition(b"\r\n\r\n")[2])["headers"]
+    answer = exchange(router.port, request(headers=spoof), source="127.0.0.2", quiet_ok=True)
+    seen = json.loads(answer.partition(b"\r\n\r\n")[2])["headers"]
     assert seen["x-forwarded-for"] == "6.6.6.6, 127.0.0.2"
     assert (seen["x-forwarded-proto"], seen["x-forwarded-host"]) == ("https", "evil")
 
@@ -234,7 +227,7 @@ def test_forwarded_headers_are_replaced_unless_the_peer_is_a_trusted_proxy(route
     "/api/v1/endpoint/d\xe9mo/score", "*",
 ])
 def test_odd_names_and_paths_get_404_or_400_never_a_route_elsewhere(router: RouterProcess, path: str) -> None:
-    answer = raw(router.port, request(path=path.encode("latin-1").decode("latin-1")))
+    answer = exchange(router.port, request(path=path.encode("latin-1").decode("latin-1")), quiet_ok=True)
     assert status_of(answer) in (400, 404), answer[:300]
     error = error_of(answer)
     assert len(error["message"]) < 300  # the router does not echo unbounded input

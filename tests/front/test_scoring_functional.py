@@ -17,7 +17,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.routing import Config, RouterProcess, start_router, start_sample_model
+from tests.routing import (
+    Config,
+    RouterProcess,
+    connect,
+    exchange,
+    one_shot_replica,
+    read_all,
+    start_router,
+    start_sample_model,
+)
 
 
 @pytest.fixture(scope="module")
@@ -240,18 +249,16 @@ def test_forwarded_headers_are_set_and_hop_by_hop_dropped(blue_green: RouterProc
 
 def test_hop_by_hop_headers_never_reach_the_replica(tmp_path: Path) -> None:
     seen: list[bytes] = []
-    port, thread, listener = one_shot_replica(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", seen)
-    router = start_router(tmp_path, Config().deployment("raw", [f"http://127.0.0.1:{port}"], weight=100))
-    try:
-        r = httpx.post(router.score_url(), content=b"{}", timeout=10, headers={
-            **router.auth, "Host": "scoring.example", "Connection": "keep-alive, x-secret-hop, X-OTHER-hop",
-            "x-secret-hop": "1", "X-Other-Hop": "2", "Keep-Alive": "timeout=5", "TE": "trailers",
-            "Proxy-Authorization": "Basic eA==", "x-kept": "yes", "X-Cased-Name": "kept as sent"})
-        assert r.status_code == 200 and r.text == "ok"
-    finally:
-        router.stop()
-        thread.join(5)
-        listener.close()
+    with one_shot_replica(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", seen) as url:
+        router = start_router(tmp_path, Config().deployment("raw", [url], weight=100))
+        try:
+            r = httpx.post(router.score_url(), content=b"{}", timeout=10, headers={
+                **router.auth, "Host": "scoring.example", "Connection": "keep-alive, x-secret-hop, X-OTHER-hop",
+                "x-secret-hop": "1", "X-Other-Hop": "2", "Keep-Alive": "timeout=5", "TE": "trailers",
+                "Proxy-Authorization": "Basic eA==", "x-kept": "yes", "X-Cased-Name": "kept as sent"})
+            assert r.status_code == 200 and r.text == "ok"
+        finally:
+            router.stop()
     names = {line.split(b":")[0].lower() for line in seen[0].split(b"\r\n\r\n")[0].split(b"\r\n")[1:]}
     assert names.isdisjoint({b"connection", b"keep-alive", b"x-secret-hop", b"x-other-hop", b"te",
                              b"proxy-authorization", b"authorization"})
@@ -263,18 +270,13 @@ def test_hop_by_hop_headers_never_reach_the_replica(tmp_path: Path) -> None:
 def through_one_shot_replica(tmp_path: Path, answer: bytes, request: bytes) -> tuple[bytes, bytes]:
     """`request` (line and headers, less auth) to a router in front of a replica that answers `answer`;
     the head and body the client gets, read until the router closes the connection."""
-    port, thread, listener = one_shot_replica(answer)
-    router = start_router(tmp_path, Config().deployment("raw", [f"http://127.0.0.1:{port}"], weight=100))
-    try:
-        with socket.create_connection(("127.0.0.1", router.port), timeout=10) as s:
-            s.sendall(request + b"Content-Length: 2\r\nAuthorization: Bearer " + router.key.encode() + b"\r\n\r\n{}")
-            received = b""
-            while chunk := s.recv(65536):
-                received += chunk
-    finally:
-        router.stop()
-        thread.join(5)
-        listener.close()
+    with one_shot_replica(answer) as url:
+        router = start_router(tmp_path, Config().deployment("raw", [url], weight=100))
+        try:
+            auth = b"Authorization: Bearer " + router.key.encode()
+            received = exchange(router.port, request + b"Content-Length: 2\r\n" + auth + b"\r\n\r\n{}", timeout=10)
+        finally:
+            router.stop()
     head, _, body = received.partition(b"\r\n\r\n")
     return head, body
 
@@ -324,26 +326,6 @@ def test_bad_gateway_for_a_closed_port(sample_model_factory, tmp_path: Path) -> 
             router.stop()
 
 
-def one_shot_replica(answer: bytes, seen: list[bytes] | None = None) -> tuple[int, threading.Thread, socket.socket]:
-    """A replica that reads one request (kept in `seen`), writes `answer` and closes the connection."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-
-    def serve() -> None:
-        conn, _ = listener.accept()
-        request = conn.recv(65536)
-        if seen is not None:
-            seen.append(request)
-        if answer:
-            conn.sendall(answer)
-        conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    return listener.getsockname()[1], thread, listener
-
-
 @pytest.mark.parametrize(("answer", "status", "expected"), [
     (b"", 502, "closed the connection"),
     (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc", 0, ""),  # cut mid-body: connection cut
@@ -354,23 +336,21 @@ def one_shot_replica(answer: bytes, seen: list[bytes] | None = None) -> tuple[in
 ])
 def test_replica_failures_and_close_delimited_answers(tmp_path: Path, answer: bytes, status: int,
                                                        expected: str) -> None:
-    port, thread, listener = one_shot_replica(answer)
-    router = start_router(tmp_path, Config().deployment("oneshot", [f"http://127.0.0.1:{port}"], weight=100))
-    try:
-        if status == 0:
-            with pytest.raises(httpx.RemoteProtocolError):
-                httpx.post(router.score_url(), headers=router.auth, content=b"{}", timeout=10)
-        elif status == 200:
-            r = httpx.post(router.score_url(), headers=router.auth, content=b"{}", timeout=10)
-            assert r.status_code == 200 and r.text == expected
-            assert r.headers["azureml-model-deployment"] == "oneshot"
-        else:
-            r = httpx.post(router.score_url(), headers=router.auth, content=b"{}", timeout=10)
-            assert expected in assert_router_error(r, status, "BadGateway")["message"]
-    finally:
-        router.stop()
-        thread.join(5)
-        listener.close()
+    with one_shot_replica(answer) as url:
+        router = start_router(tmp_path, Config().deployment("oneshot", [url], weight=100))
+        try:
+            if status == 0:
+                with pytest.raises(httpx.RemoteProtocolError):
+                    httpx.post(router.score_url(), headers=router.auth, content=b"{}", timeout=10)
+            elif status == 200:
+                r = httpx.post(router.score_url(), headers=router.auth, content=b"{}", timeout=10)
+                assert r.status_code == 200 and r.text == expected
+                assert r.headers["azureml-model-deployment"] == "oneshot"
+            else:
+                r = httpx.post(router.score_url(), headers=router.auth, content=b"{}", timeout=10)
+                assert expected in assert_router_error(r, status, "BadGateway")["message"]
+        finally:
+            router.stop()
 
 
 def test_service_unavailable_without_replicas_and_no_traffic_is_not_found(tmp_path: Path) -> None:
@@ -405,15 +385,6 @@ def test_payload_too_large(sample_model_factory, tmp_path: Path) -> None:
         router.stop()
 
 
-def raw_exchange(port: int, data: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(data)
-        chunks = []
-        while chunk := s.recv(65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-
 @pytest.mark.parametrize("request_bytes", [
     b"NOT HTTP AT ALL\r\n\r\n",
     b"POST /api/v1/endpoint/demo/score HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\n",
@@ -423,7 +394,7 @@ def raw_exchange(port: int, data: bytes) -> bytes:
 ])
 def test_malformed_requests_get_400_and_a_closed_connection(blue_green: RouterProcess,
                                                             request_bytes: bytes) -> None:
-    answer = raw_exchange(blue_green.port, request_bytes)
+    answer = exchange(blue_green.port, request_bytes)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 ")
     assert json.loads(body)["error"]["code"] == "BadRequest"
@@ -436,7 +407,7 @@ def test_pipelined_requests_are_answered_in_order(blue_green: RouterProcess) -> 
            f"x-ms-client-request-id: n%d\r\nContent-Length: 2\r\n\r\n{{}}")
     data = "".join(one % (latency, i) for i, latency in enumerate((200, 0, 50))).encode()
     data += b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    answer = raw_exchange(blue_green.port, data)
+    answer = exchange(blue_green.port, data)
     ids = [line.split(b": ")[1] for line in answer.split(b"\r\n") if line.startswith(b"x-ms-client-request-id")]
     assert ids == [b"n0", b"n1", b"n2"]
     assert answer.count(b"HTTP/1.1 200 OK") == 3 and b"HTTP/1.1 404" in answer
@@ -445,17 +416,15 @@ def test_pipelined_requests_are_answered_in_order(blue_green: RouterProcess) -> 
 def test_expect_continue_and_http10(blue_green: RouterProcess) -> None:
     head = (f"POST /api/v1/endpoint/demo/score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {blue_green.key}\r\n"
             f"Expect: 100-continue\r\nContent-Length: 2\r\nConnection: close\r\n\r\n").encode()
-    with socket.create_connection(("127.0.0.1", blue_green.port), timeout=5) as s:
+    with connect(blue_green.port) as s:
         s.sendall(head)
         assert s.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
         s.sendall(b"{}")
-        rest = b""
-        while chunk := s.recv(65536):
-            rest += chunk
+        rest = read_all(s)
     assert rest.startswith(b"HTTP/1.1 200 OK")
-    answer = raw_exchange(blue_green.port, (f"POST /api/v1/endpoint/demo/score?stream=2&interval_ms=10 HTTP/1.0\r\n"
-                                            f"Authorization: Bearer {blue_green.key}\r\nContent-Length: 2\r\n\r\n{{}}")
-                          .encode())
+    answer = exchange(blue_green.port, (f"POST /api/v1/endpoint/demo/score?stream=2&interval_ms=10 HTTP/1.0\r\n"
+                                        f"Authorization: Bearer {blue_green.key}\r\nContent-Length: 2\r\n\r\n{{}}")
+                      .encode())
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding" not in head.lower()
     assert body.count(b"data:") == 2  # the end of the connection ends the answer

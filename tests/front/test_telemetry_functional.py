@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import uuid
@@ -12,18 +11,12 @@ from typing import Any
 
 import httpx
 
-from tests.routing import Config, RouterProcess, start_router
+from tests.routing import Config, RouterProcess, closed_port, connect, start_router
 from tests.scrape import Scrape, wait_for
 
 REQUESTS = "inference_router_requests_total"
 REJECTIONS = "inference_router_rejections_total"
 BODY = b"x" * 100
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def access_lines(router: RouterProcess, count: int, timeout: float = 5) -> list[dict[str, Any]]:
@@ -91,7 +84,7 @@ def test_known_traffic_gives_exact_metrics_and_access_log_lines(sample_model_fac
         # a replica too slow for the deployment's timeout: 504
         assert post("tight", "latency_ms=3000").status_code == 504
         # a client that goes away before its answer: 499
-        with socket.create_connection(("127.0.0.1", router.port)) as s:
+        with connect(router.port) as s:
             s.sendall(b"POST /api/v1/endpoint/demo/score?latency_ms=2000 HTTP/1.1\r\nHost: r\r\n"
                       b"Authorization: Bearer " + router.key.encode() + b"\r\nazureml-model-deployment: fast\r\n"
                       b"Content-Length: 2\r\n\r\n{}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +21,7 @@ from router.discovery.kubernetes.errors import Conflict, Gone, KubeError, NotFou
 from router.errors import ConfigError
 from tests.kube.cluster import endpoint, endpoint_slice, secret
 from tests.kube.fake_apiserver import FakeApiServer
+from tests.routing import closed_port
 
 T = TypeVar("T")
 
@@ -117,12 +117,9 @@ def test_failures_are_translated(api_server: FakeApiServer, kubeconfig: Path) ->
 
 
 def test_a_refused_token_and_an_unreachable_server(api_server: FakeApiServer, tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed_port = sock.getsockname()[1]  # nothing listens there once the socket is closed
     dead = tmp_path / "dead"
     dead.write_text(api_server.kubeconfig(tmp_path / "k").read_text().replace(
-        api_server.url, f"http://127.0.0.1:{closed_port}"))
+        api_server.url, f"http://127.0.0.1:{closed_port()}"))
 
     with pytest.raises(KubeError) as refused:
         run(api_server.kubeconfig(tmp_path / "bad", token="wrong"),

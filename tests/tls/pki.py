@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
-import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from router.tls import PemPair
 from router.tls.certs import Issued, dev_ca, server_certificate
+from tests.routing import connect
 
 CNAME = "router.test"
 MINUTE = datetime.timedelta(minutes=1)
@@ -87,8 +87,7 @@ def fingerprint(der: bytes | None) -> str:
 
 def served_fingerprint(port: int, context: ssl.SSLContext, server_hostname: str | None = CNAME) -> str:
     """The SHA-256 of the certificate a new handshake to 127.0.0.1:port presents."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock, \
-            context.wrap_socket(sock, server_hostname=server_hostname) as tls:
+    with connect(port) as sock, context.wrap_socket(sock, server_hostname=server_hostname) as tls:
         return fingerprint(tls.getpeercert(binary_form=True))
 
 

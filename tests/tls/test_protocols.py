@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 import time
 import warnings
@@ -11,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.routing import StartedModel
+from tests.routing import StartedModel, connect, exchange
 from tests.tls.conftest import TlsRouter, config_for, start_tls_router
 from tests.tls.pki import CNAME, Pki, leaf_fingerprint, served_fingerprint
 
@@ -33,8 +32,7 @@ def router(tmp_path_factory: pytest.TempPathFactory, pki: Pki, model: StartedMod
 
 def handshake(port: int, context: ssl.SSLContext, server_hostname: str | None = CNAME) -> tuple[str, str, str | None]:
     """(protocol version, cipher, ALPN protocol) of a completed handshake."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock, \
-            context.wrap_socket(sock, server_hostname=server_hostname) as tls:
+    with connect(port) as sock, context.wrap_socket(sock, server_hostname=server_hostname) as tls:
         cipher = tls.cipher()
         assert cipher is not None and tls.compression() is None
         return str(tls.version()), cipher[0], tls.selected_alpn_protocol()
@@ -107,7 +105,7 @@ def test_tls_1_2_offers_only_forward_secret_aead_ciphers(router: TlsRouter) -> N
 
 def test_plain_http_to_the_tls_port_is_closed_at_once(router: TlsRouter) -> None:
     started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", router.tls_port), timeout=5) as sock:
+    with connect(router.tls_port) as sock:
         sock.sendall(b"GET /api/v1/endpoint/demo/score HTTP/1.1\r\nHost: router\r\n\r\n")
         try:
             answer = sock.recv(1024)
@@ -127,11 +125,7 @@ def client_hello() -> bytes:
 
 def test_a_tls_handshake_to_the_plain_port_gets_a_400_and_a_close(router: TlsRouter, pki: Pki) -> None:
     assert router.port is not None
-    with socket.create_connection(("127.0.0.1", router.port), timeout=5) as sock:
-        sock.sendall(client_hello())
-        answer = b""
-        while chunk := sock.recv(4096):
-            answer += chunk
+    answer = exchange(router.port, client_hello())
     assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert b"connection: close" in answer.lower()
     started = time.monotonic()

@@ -31,33 +31,38 @@ def files(pki: Pki, directory: Path, pair: PemPair) -> list[str]:
     return ["--ssl-cert-pem-file", str(cert), "--ssl-key-pem-file", str(key)]
 
 
-CASES: dict[str, tuple[Callable[[Pki], PemPair], tuple[str, ...], str]] = {
+# each case: the pair, more arguments, the message, and the setting whose file the message is reported under
+CASES: dict[str, tuple[Callable[[Pki], PemPair], tuple[str, ...], str, str]] = {
     "cname not covered": (lambda pki: pki.pair(), ("--ssl-cname", "api.example.com"),
-                          "sslCname 'api.example.com' is not covered by the certificate's subjectAltName"),
+                          "sslCname 'api.example.com' is not covered by the certificate's subjectAltName",
+                          "sslCertPemFile"),
     "key does not match": (lambda pki: pki.pair(key=pki.server().key_pem()), (),
-                           "the private key does not match the certificate"),
+                           "the private key does not match the certificate", "sslKeyPemFile"),
     "chain out of order": (lambda pki: (lambda s: pki.pair(cert=pki.ca.cert_pem() + s.cert_pem(),
                                                            key=s.key_pem()))(pki.server()), (),
-                           "chain out of order"),
+                           "chain out of order", "sslCertPemFile"),
     "expired": (lambda pki: pki.pair(pki.server(not_before=now() - 9 * DAY, not_after=now() - DAY)), (),
-                "expired on"),
-    "not valid yet": (lambda pki: pki.pair(pki.server(not_before=now() + DAY)), (), "is not valid yet"),
+                "expired on", "sslCertPemFile"),
+    "not valid yet": (lambda pki: pki.pair(pki.server(not_before=now() + DAY)), (), "is not valid yet",
+                      "sslCertPemFile"),
     "passphrase missing": (lambda pki: pki.pair(password="pw-0123"), (),
-                           "the private key is protected by a passphrase: set sslKeyPassword"),
+                           "the private key is protected by a passphrase: set sslKeyPassword", "sslKeyPemFile"),
     "wrong passphrase": (lambda pki: pki.pair(password="pw-0123"), ("--ssl-key-password", "nope"),
-                         "sslKeyPassword does not decrypt the private key"),
-    "not PEM": (lambda pki: pki.pair(cert=b"just text\n"), (), "not PEM: no '-----BEGIN CERTIFICATE-----' block"),
+                         "sslKeyPassword does not decrypt the private key", "sslKeyPemFile"),
+    "not PEM": (lambda pki: pki.pair(cert=b"just text\n"), (), "not PEM: no '-----BEGIN CERTIFICATE-----' block",
+                "sslCertPemFile"),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_an_invalid_pair_stops_the_start_with_its_message(tmp_path: Path, pki: Pki, model: StartedModel,
                                                           case: str) -> None:
-    make, args, message = CASES[case]
+    make, args, message, setting = CASES[case]
     output = refused(tmp_path, model, *files(pki, tmp_path / "tls", make(pki)), *args)
     assert message in output
-    assert f"sslCertPemFile {tmp_path / 'tls' / 'cert.pem'}" in output or \
-        f"sslKeyPemFile {tmp_path / 'tls' / 'key.pem'}" in output  # names the file
+    named = [name for name, file in (("sslCertPemFile", "cert.pem"), ("sslKeyPemFile", "key.pem"))
+             if f"{name} {tmp_path / 'tls' / file}: " in output]
+    assert named == [setting]  # the problem is reported under the one file that has it
 
 
 def test_missing_files_are_named(tmp_path: Path, model: StartedModel) -> None:
