@@ -113,17 +113,21 @@ class DeploymentBalancer:
 
     # -- internals ------------------------------------------------------------------------
     def _choose(self, now: float, exclude: tuple[Replica, ...], position: int, budget: float) -> Replica | None:
-        # One pass on the hot path: which replicas are healthy, which have a free slot, the best latency.
-        capacity, free, best, healthy = self.capacity, [], 0.0, 0
+        # One pass on the hot path: which replicas are healthy, which have a free slot, the best latency,
+        # and the worst of the free ones (none of them is slow unless that one is over SLOW_FACTOR x best).
+        capacity, free, best, worst, healthy = self.capacity, [], 0.0, 0.0, 0
         for r in self.replicas:
             if r.ejected_until > now or (exclude and r in exclude):
                 continue
             healthy += 1
-            if r.latency_ms and (not best or r.latency_ms < best):
-                best = r.latency_ms
+            latency = r.latency_ms
+            if latency and (not best or latency < best):
+                best = latency
             # a replica back from ejection takes one request until it has answered one (half-open)
             if r.in_flight < (1 if r.ejections else capacity):
                 free.append(r)
+                if latency > worst:
+                    worst = latency
         if not healthy:  # every replica ejected: better a doubtful replica than none
             free = [r for r in self.replicas if r not in exclude and r.in_flight < capacity]
         if not free:
@@ -131,18 +135,17 @@ class DeploymentBalancer:
         if self.policy == "round_robin":
             chosen = free[next(self._turn) % len(free)]
         else:
+            threshold, slow = SLOW_FACTOR * best, False
+            if worst > threshold:  # fast ones first: a slow one only when no fast one is free
+                # (an estimate is never over latency_ms: most fast ones are known without it)
+                fast = [r for r in free if r.latency_ms <= threshold or r.estimate(now, best) <= threshold]
+                free, slow = fast or free, not fast
             chosen = free[0] if len(free) == 1 else pick_least_loaded(free, now, best, self._rng)
-            threshold = SLOW_FACTOR * best
-            if best and chosen.latency_ms > threshold and chosen.estimate(now, best) > threshold:
-                fast_free = [r for r in free if r.estimate(now, best) <= threshold]
-                if fast_free:  # never leave a fast replica idle for a slow one
-                    chosen = fast_free[0] if len(fast_free) == 1 else pick_least_loaded(fast_free, now, best,
-                                                                                        self._rng)
-                elif budget > 0:
-                    fast = [r for r in self.replicas if not r.ejected(now) and r.estimate(now, best) <= threshold]
-                    wait = expected_wait_ms(fast, capacity, position, now, best)
-                    if wait / 1000 < budget and wait + best < chosen.estimate(now, best):
-                        return None  # a busy fast replica frees sooner than this one would answer
+            if slow and budget > 0:  # every fast replica is busy: is one worth waiting for?
+                fast = [r for r in self.replicas if not r.ejected(now) and r.estimate(now, best) <= threshold]
+                wait = expected_wait_ms(fast, capacity, position, now, best)
+                if wait / 1000 < budget and wait + best < chosen.estimate(now, best):
+                    return None  # a busy fast replica frees sooner than this one would answer
         chosen.in_flight += 1
         return chosen
 

@@ -207,6 +207,22 @@ def test_an_idle_fast_replica_is_never_passed_over_for_a_slow_one() -> None:
         chosen.in_flight -= 1
 
 
+def test_the_fast_replicas_share_the_load_and_a_slow_one_takes_it_only_when_they_are_full() -> None:
+    b = balancer(n=4, capacity=2)
+    for r, latency in zip(b.replicas, (5, 5, 80, 80), strict=True):
+        r.observe(latency, 0.0)
+    assert all(b.acquire(0.0) for _ in range(4))
+    assert [r.in_flight for r in b.replicas] == [2, 2, 0, 0]  # least loaded among the fast ones only
+    assert b.acquire(0.0) is None  # a fast slot frees long before a slow replica would answer
+    b.max_queue_wait = 0.0
+    taken = b.acquire(0.0)
+    assert taken in b.replicas[2:]  # no time to wait: a slow one
+    idle = next(r for r in b.replicas[2:] if r is not taken)
+    assert idle.estimate(60.0, 5) <= 10  # idle a minute: its estimate drifted back under twice the best ...
+    b.max_queue_wait = 0.5
+    assert b.acquire(60.0) is idle  # ... so it counts as fast again
+
+
 def test_a_retry_at_the_head_of_the_queue_does_not_block_the_others() -> None:
     b = balancer(n=2, capacity=1)
     a, other = b.replicas

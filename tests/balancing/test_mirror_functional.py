@@ -1,0 +1,132 @@
+"""Mirror copies through a real router: each one leaves the in-flight count exactly once, however it ends."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+import time
+from pathlib import Path
+
+from tests.routing import Config, RouterProcess, start_router
+from tests.scrape import Scrape, scrape, wait_for
+
+SCORE = "/api/v1/endpoint/demo/score"
+IN_FLIGHT = "inference_router_mirror_in_flight"
+
+
+def post(router: RouterProcess, body: bytes = b"{}", query: str = "") -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", router.port, timeout=15)
+    try:
+        conn.request("POST", SCORE + (f"?{query}" if query else ""), body=body, headers=router.auth)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def send_head(router: RouterProcess, query: str, content_length: int, body: bytes) -> socket.socket:
+    """A request whose body is `body` of `content_length` bytes, sent on a socket left open."""
+    s = socket.create_connection(("127.0.0.1", router.port))
+    s.sendall(f"POST {SCORE}?{query} HTTP/1.1\r\nHost: r\r\nAuthorization: Bearer {router.key}\r\n"
+              f"Content-Length: {content_length}\r\n\r\n".encode() + body)
+    return s
+
+
+def copies(metrics: Scrape) -> tuple[float | None, float | None, float | None]:
+    """In flight, sent, dropped."""
+    return (metrics.value(IN_FLIGHT), metrics.value("inference_router_mirror_requests_total", result="sent"),
+            metrics.value("inference_router_mirror_requests_total", result="dropped"))
+
+
+def settled(router: RouterProcess, sent: int, dropped: int) -> None:
+    """Every copy is over, and the totals are these; the count stays at zero (never goes below)."""
+    assert copies(wait_for(router, lambda m: copies(m) == (0, sent, dropped))) == (0, sent, dropped)
+    time.sleep(0.2)
+    assert copies(scrape(router)) == (0, sent, dropped)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def hanging_up_server() -> tuple[socket.socket, threading.Thread]:
+    """A replica that reads a request and closes the connection without an answer."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:  # closed: the test is over
+                return
+            with conn:
+                conn.recv(65536)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def test_the_in_flight_count_of_copies_returns_to_zero_however_they_end(sample_model_factory,
+                                                                        tmp_path: Path) -> None:
+    live = sample_model_factory("--name", "live")
+    shadow = sample_model_factory("--name", "shadow")
+    hung = sample_model_factory("--name", "hung", "--latency-ms", "1500")
+    hanging_up, server_thread = hanging_up_server()
+    config = (Config().deployment("live", [live.url], weight=100, concurrency=8)
+              .deployment("shadow", [shadow.url], concurrency=4))
+    config.mirror = {"shadow": 50}  # every second request, exactly: pairs of requests make one copy each
+    router = start_router(tmp_path, config)
+
+    def shadow_at(url: str, **settings: int) -> None:
+        config.deployment("shadow", [url], **settings)
+        after = len(router.process.events)
+        router.write_config(config.yaml())
+        router.process.wait_for_event("config.reloaded", after=after, timeout=5)
+
+    try:
+        # answered
+        assert [post(router) for _ in range(4)] == [200] * 4
+        settled(router, sent=2, dropped=0)
+
+        # the copy is too big (and dropped), or the live client goes away before its body is complete
+        assert [post(router, b"x" * (1024 * 1024 + 1)) for _ in range(2)] == [200] * 2
+        for s in [send_head(router, "", 10, b"{}") for _ in range(2)]:
+            s.close()
+        settled(router, sent=2, dropped=2)
+
+        # the mirror's replica refuses connections; then the live client of the failed copy goes away
+        shadow_at(f"http://127.0.0.1:{closed_port()}")
+        assert [post(router) for _ in range(2)] == [200] * 2
+        clients = [send_head(router, "latency_ms=500", 2, b"{}") for _ in range(2)]
+        settled(router, sent=2, dropped=2)  # the copy failed while the live requests are at the model
+        for s in clients:
+            s.close()
+        settled(router, sent=2, dropped=2)  # its client leaving does not count it out again
+
+        # the mirror's replica hangs up on the copy it was sent
+        shadow_at(f"http://127.0.0.1:{hanging_up.getsockname()[1]}")
+        assert [post(router) for _ in range(2)] == [200] * 2
+        settled(router, sent=3, dropped=2)
+
+        # the mirror's replica is too slow for its timeout; a copy that finds its one slot taken is dropped
+        shadow_at(hung.url, timeout_ms=300, concurrency=1)
+        assert [post(router) for _ in range(4)] == [200] * 4
+        settled(router, sent=4, dropped=3)
+
+        # a copy under way whose live client goes away goes on, and ends
+        shadow_at(shadow.url)
+        clients = [send_head(router, "latency_ms=300", 2, b"{}") for _ in range(2)]
+        time.sleep(0.1)
+        for s in clients:
+            s.close()
+        settled(router, sent=5, dropped=3)
+    finally:
+        router.stop()
+        hanging_up.shutdown(socket.SHUT_RDWR)  # wakes the accept() (a close alone would not)
+        hanging_up.close()
+        server_thread.join(5)
