@@ -135,7 +135,8 @@ class Exchange:
         else:
             self.target = replica_target(head, deployment.scoring_route)
             if endpoint.mirror is not None and not head.pinned and front.mirrors.take(endpoint):
-                self.mirror = mirror = MirrorCopy.start(front, endpoint.mirror, head, self.client.peer_host)
+                self.mirror = mirror = MirrorCopy.start(front, endpoint.mirror, head, self.client.peer_host,
+                                                           self.client.scheme)
                 for chunk in self.pending or ():  # a body that came before this request's turn
                     mirror.add_body(chunk)
                 if self.request_complete:

@@ -37,6 +37,8 @@ class MirrorGate:
         self.dropped = 0
 
     def take(self, endpoint: EndpointRoute) -> bool:
+        # TrafficSplit's smooth weighted round-robin with two names (copy, no copy) comes to this one
+        # counter: reusing it would cost a split kept per endpoint and a loop on every request.
         credit = self.credit.get(endpoint.name, 0) + endpoint.mirror_percent
         if credit < 100:
             self.credit[endpoint.name] = credit
@@ -49,16 +51,17 @@ class MirrorGate:
 
 
 class MirrorCopy:
-    __slots__ = ("_body", "_conn", "_counted", "_front", "_peer", "_size", "_task", "_timer", "deployment", "head",
+    __slots__ = ("_body", "_conn", "_front", "_peer", "_scheme", "_size", "_task", "_timer", "deployment", "head",
                  "replica", "started")
 
-    def __init__(self, front: DataPlane, deployment: DeploymentRoute, head: RequestHead, peer: bytes) -> None:
+    def __init__(self, front: DataPlane, deployment: DeploymentRoute, head: RequestHead, peer: bytes,
+                 scheme: bytes) -> None:
         self._front = front
+        self._scheme = scheme  # the client's: X-Forwarded-Proto as the live request has it
         self.deployment = deployment
         self.head = head
         self._peer = peer
         self._body: list[bytes] | None = []  # None once sent, dropped or finished
-        self._counted = True  # in the gate's in-flight count
         self._size = 0
         self._conn: UpstreamConnection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -67,9 +70,10 @@ class MirrorCopy:
         self.started = 0.0
 
     @classmethod
-    def start(cls, front: DataPlane, deployment: DeploymentRoute, head: RequestHead, peer: bytes) -> MirrorCopy:
-        front.mirrors.in_flight += 1
-        return cls(front, deployment, head, peer)
+    def start(cls, front: DataPlane, deployment: DeploymentRoute, head: RequestHead, peer: bytes,
+              scheme: bytes) -> MirrorCopy:
+        front.mirrors.in_flight += 1  # until dropped (before it has a replica) or finished (with one)
+        return cls(front, deployment, head, peer, scheme)
 
     def add_body(self, data: bytes) -> None:
         if self._body is None:
@@ -115,7 +119,7 @@ class MirrorCopy:
         self._conn = conn
         conn.serve(self)
         head = upstream_head(self.head, replica_target(self.head, self.deployment.scoring_route),
-                             self.replica.host_header, self._peer, b"http", content_length=self._size)
+                             self.replica.host_header, self._peer, self._scheme, content_length=self._size)
         conn.write(head + b"".join(self._body))
         self._body = None
         self._front.mirrors.sent += 1
@@ -129,15 +133,10 @@ class MirrorCopy:
         if self._body is not None and self.replica is None:
             self._body = None
             self._front.mirrors.dropped += 1
-            self._uncount()
-
-    def _uncount(self) -> None:
-        if self._counted:
-            self._counted = False
             self._front.mirrors.in_flight -= 1
 
     def _finish(self, conn_ok: bool = False) -> None:
-        self._body = None
+        self._body = None  # a cancel() from now on drops nothing
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -151,9 +150,9 @@ class MirrorCopy:
             else:
                 conn.close()
         replica, self.replica = self.replica, None
-        self._uncount()
-        if replica is None:
+        if replica is None:  # finished already
             return
+        self._front.mirrors.in_flight -= 1
         for waiter, next_replica in self.deployment.balancer.release(replica, self._front.loop.time()):
             waiter.admitted(next_replica)
         if replica.retired and replica.in_flight == 0:

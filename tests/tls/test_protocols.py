@@ -6,11 +6,12 @@ import ssl
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.routing import StartedModel, connect, exchange
+from tests.routing import Config, StartedModel, connect, exchange, one_shot_replica, wait_until
 from tests.tls.conftest import TlsRouter, config_for, start_tls_router
 from tests.tls.pki import CNAME, Pki, leaf_fingerprint, served_fingerprint
 
@@ -74,6 +75,24 @@ def test_scoring_over_tls_reaches_the_model_as_https(router: TlsRouter, pki: Pki
             assert response.status_code == 200, response.text
             assert response.json()["headers"]["x-forwarded-proto"] == "https"
             assert response.http_version == "HTTP/1.1"
+
+
+def test_a_mirrored_copy_reaches_the_shadow_as_https_too(tmp_path: Path, pki: Pki, model: StartedModel) -> None:
+    seen: list[bytes] = []
+    with one_shot_replica(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", seen) as shadow:
+        config = Config(mirror={"shadow": 50}).deployment("blue", [model.url], weight=100).deployment("shadow",
+                                                                                                     [shadow])
+        cert, key = pki.write(tmp_path / "tls", pki.pair(pki.server()))
+        router = start_tls_router(tmp_path, config, "--ssl-cert-pem-file", str(cert), "--ssl-key-pem-file", str(key),
+                                  "--ssl-cname", CNAME)
+        try:
+            with httpx.Client(verify=pki.client(), timeout=10) as client:
+                for _ in range(2):  # 50 %: one of the two is copied
+                    assert client.post(router.url(), headers=router.auth, content=b"{}").status_code == 200
+            wait_until(lambda: seen, 10, "the shadow got its copy")
+        finally:
+            assert router.process.stop() == 0
+    assert b"\r\nx-forwarded-proto: https\r\n" in seen[0].lower()
 
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1], ids=["TLS1.0", "TLS1.1"])
