@@ -41,16 +41,12 @@ _SPAN_PREFIX = b"%04x" % (secrets.randbelow(0xFFFF) + 1)
 _serials = itertools.count(secrets.randbits(32))
 
 
-def serial() -> bytes:
-    """A new per-process serial number: 12 hex digits."""
-    return b"%012x" % (next(_serials) & 0xFFFFFFFFFFFF)
-
 new_trace_flags = b"00"  # b"01" while spans are exported: see `SpanExport`
 
 
 def request_ids(incoming: bytes) -> tuple[bytes, bytes]:
-    """A new request's serial number (as `serial()`), and the `traceparent` the router sends upstream
-    for it: the caller's trace (`incoming`, if valid) with the router's span, else a new trace."""
+    """A new request's serial number (12 hex digits, per process), and the `traceparent` the router sends
+    upstream for it: the caller's trace (`incoming`, if valid) with the router's span, else a new trace."""
     number = b"%012x" % (next(_serials) & 0xFFFFFFFFFFFF)
     if incoming:
         incoming = incoming.strip()
@@ -62,11 +58,6 @@ def request_ids(incoming: bytes) -> tuple[bytes, bytes]:
             if trace_id != _ZERO_TRACE and m[3] != _ZERO_SPAN:
                 return number, b"00-%s-%s%s-%s" % (trace_id, _SPAN_PREFIX, number, m[4])
     return number, b"00-%s%016x-%s%s-%s" % (_TRACE_PREFIX, _bits(64), _SPAN_PREFIX, number, new_trace_flags)
-
-
-def router_span(incoming: bytes) -> bytes:
-    """The `traceparent` the router sends upstream for a new request (see `request_ids`)."""
-    return request_ids(incoming)[1]
 
 
 def parent_span_id(incoming: bytes, outgoing: bytes) -> bytes:

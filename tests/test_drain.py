@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.helpers import SampleModel
 from tests.routing import Config, RouterProcess, connect, read_all, start_router
@@ -157,17 +158,21 @@ def test_sigterm_under_keep_alive_traffic_loses_no_request(
     assert router.process.events_named("stopped")
 
 
+@pytest.mark.parametrize("split", [len(b"POST /api/v1/endpoint/demo/score HTTP/1.1\r\nHost: t\r\n"), len(b"PO")],
+                         ids=["in the headers", "in the method"])
 def test_a_request_half_received_when_the_drain_closes_idle_connections_is_answered(
-        tmp_path: Path, sample_model_factory: Callable[..., SampleModel]) -> None:
+        tmp_path: Path, sample_model_factory: Callable[..., SampleModel], split: int) -> None:
     model = sample_model_factory()
     router = start_router(tmp_path, Config().deployment("blue", [model.url], weight=100), "--drain-delay", "0.3")
+    request = (b"POST /api/v1/endpoint/demo/score HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n"
+               b"Authorization: Bearer " + router.key.encode() + b"\r\n\r\n{}")
     try:
         conn = connect(router.port, timeout=10)
-        conn.sendall(b"POST /api/v1/endpoint/demo/score HTTP/1.1\r\nHost: t\r\n")  # a head, half sent
+        conn.sendall(request[:split])  # a head, half sent
         time.sleep(0.2)
         router.process.terminate()
         time.sleep(0.6)  # past the drain delay: the listener is closed and idle connections too
-        conn.sendall(b"Content-Length: 2\r\nAuthorization: Bearer " + router.key.encode() + b"\r\n\r\n{}")
+        conn.sendall(request[split:])
         answer = read_all(conn)
         conn.close()
         head = answer.split(b"\r\n\r\n")[0].lower()

@@ -13,18 +13,23 @@ import pytest
 
 from router import tracing
 from router.errors import ConfigError
-from router.tracing import SpanExport, parent_span_id, router_span
+from router.tracing import SpanExport, parent_span_id, request_ids
 from tests.routing import Config, start_router
 
 TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-(0[01])")
 CALLER = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
+def traceparent(incoming: bytes) -> bytes:
+    """What the router sends upstream for a request that came with `incoming`."""
+    return request_ids(incoming)[1]
+
+
 def test_a_request_without_traceparent_starts_a_new_trace() -> None:
-    sent = {router_span(b"") for _ in range(1000)}
+    sent = {traceparent(b"") for _ in range(1000)}
     assert len(sent) == 1000
     assert len({s[3:35] for s in sent}) == 1000 and len({s[36:52] for s in sent}) == 1000
-    lows = [int(router_span(b"")[19:35], 16) for _ in range(100)]  # where ratio samplers decide: random
+    lows = [int(traceparent(b"")[19:35], 16) for _ in range(100)]  # where ratio samplers decide: random
     assert len(set(lows)) == 100 and sum(b - a == 1 for a, b in itertools.pairwise(lows)) < 5
     assert sum(low < 2**63 for low in lows) in range(20, 81)
     for s in sent:
@@ -34,13 +39,13 @@ def test_a_request_without_traceparent_starts_a_new_trace() -> None:
 
 
 def test_a_valid_traceparent_is_continued_with_the_routers_span() -> None:
-    sent = router_span(CALLER)
+    sent = traceparent(CALLER)
     assert sent[:36] == CALLER[:36] and sent[52:] == CALLER[52:]  # trace id and flags kept
     assert sent[36:52] != CALLER[36:52] and len(sent) == 55
-    assert router_span(CALLER) != sent  # a new span per request
+    assert traceparent(CALLER) != sent  # a new span per request
     assert parent_span_id(CALLER, sent) == CALLER[36:52]
-    assert router_span(CALLER[:-2] + b"00")[53:] == b"00"
-    assert router_span(b" " + CALLER + b" ")[:36] == CALLER[:36]  # optional whitespace around the value
+    assert traceparent(CALLER[:-2] + b"00")[53:] == b"00"
+    assert traceparent(b" " + CALLER + b" ")[:36] == CALLER[:36]  # optional whitespace around the value
 
 
 @pytest.mark.parametrize("caller", [
@@ -53,14 +58,14 @@ def test_a_valid_traceparent_is_continued_with_the_routers_span() -> None:
     b"garbage",
 ])
 def test_an_invalid_traceparent_starts_a_new_trace(caller: bytes) -> None:
-    sent = router_span(caller)
+    sent = traceparent(caller)
     assert TRACEPARENT.fullmatch(sent.decode()) and sent[3:35] != caller[3:35]
     assert parent_span_id(caller, sent) == b""
 
 
 def test_a_later_version_is_read_as_version_00() -> None:
     caller = b"01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-more-fields"
-    sent = router_span(caller)
+    sent = traceparent(caller)
     assert sent.startswith(b"00-0af7651916cd43dd8448eb211c80319c-") and sent.endswith(b"-01") and len(sent) == 55
 
 

@@ -218,21 +218,23 @@ class ClientConnection(asyncio.Protocol):
         if self.current is not None and self.current.upstream is not None:
             self.current.upstream.resume_reading()
 
-    # parser events (no on_message_begin: a request's first URL bytes begin it, one callback less)
+    # parser events
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_bytes = self._partial = 0
+        if self.current is None:
+            self.phase, self.since = HEAD, self.front.loop.time()
+
     def on_url(self, url: bytes) -> None:
-        if self._head_bytes < 0:  # a new request
-            self._url = url
-            self._headers = []
-            self._head_bytes = self._partial = 0
-            if self.current is None:
-                self.phase, self.since = HEAD, self.front.loop.time()
-        else:  # more of the URL, from another read
-            self._url += url
+        self._url += url
         self._head_bytes += len(url)
         if len(self._url) > self.front.limits.max_url_bytes:
             raise UriTooLong(f"the URL is over the limit of {self.front.limits.max_url_bytes} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._head_bytes < 0:  # a trailer, after a chunked body: dropped (the body is re-framed without it)
+            return
         self._headers.append((name, value))
         self._head_bytes += len(name) + len(value) + 4
         self._partial = 0

@@ -116,11 +116,11 @@ class Exchange:
         self.started = perf_counter()
         if self.response_done:
             return
+        refusal = self._deferred or head.refusal  # kept errors are answered, not raised (no traceback cycle)
+        if refusal is not None:
+            self.respond_error(refusal)
+            return
         try:
-            if self._deferred is not None:
-                raise self._deferred
-            if head.refusal is not None:
-                raise head.refusal
             endpoint, deployment, kind = resolve(front.table, head)
         except RouterError as error:
             self.respond_error(error)

@@ -22,7 +22,7 @@ from router.errors import (
     Unauthorized,
 )
 from router.front.limits import MAX_BODY_BYTES
-from router.tracing import request_ids, serial
+from router.tracing import request_ids
 
 GUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 CLIENT_REQUEST_ID = re.compile(rb"[A-Za-z0-9_-]{1,40}")
@@ -48,7 +48,7 @@ _KINDS |= {b"X-Request-ID": REQUEST_ID, b"TE": DROP}
 def new_request_id() -> bytes:
     """New request ids: a random per-process prefix and a serial number, in GUID form. Unique
     across router replicas and restarts, and far cheaper than uuid4 per request."""
-    return _ID_PREFIX + serial()
+    return _ID_PREFIX + request_ids(b"")[0]
 
 
 _HEX = os.urandom(10).hex()

@@ -11,7 +11,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.routing import Config, RouterProcess, connect, read_all, start_router, start_sample_model, statuses
+from tests.routing import (
+    Config,
+    RouterProcess,
+    connect,
+    read_all,
+    read_until,
+    start_router,
+    start_sample_model,
+    statuses,
+)
 
 KEY = "primary-key-0123456789"
 
@@ -80,6 +89,20 @@ def test_many_failing_pipelined_requests_are_answered_without_recursion(router: 
     assert got[0] == 200 and len(got) > 60 and set(got[1:]) == {401}  # then closed: too deep a pipeline
     assert "RecursionError" not in router.process.output() and "Traceback" not in router.process.output()
     assert httpx.post(router.score_url(), headers=router.auth, content=b"{}").status_code == 200
+
+
+def test_trailers_of_a_chunked_body_are_dropped_and_the_next_request_starts_clean(router: RouterProcess) -> None:
+    chunked = req(body=b"").replace(b"Content-Length: 0", b"Transfer-Encoding: chunked")
+    trailers = b"2\r\n{}\r\n0\r\nX-Checksum: abc\r\nAuthorization: Bearer wrong\r\n\r\n"
+    with connect(router.port) as s:
+        s.sendall(chunked + trailers)
+        first = read_until(s, lambda got: b"\r\n\r\n" in got)
+        s.sendall(req(extra="Connection: close\r\n"))
+        answers = read_all(s, quiet_after=10)
+    assert statuses(first) == [200] and statuses(answers)[-1:] == [200]
+    with connect(router.port) as s:  # the same, pipelined: the trailers and the next head in one read
+        s.sendall(chunked + trailers + req(extra="Connection: close\r\n"))
+        assert statuses(read_all(s, quiet_after=10)) == [200, 200]
 
 
 def test_garbage_after_a_valid_request_waits_for_its_answer(router: RouterProcess) -> None:
