@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.helpers import ManagedProcess, SampleModel, start_process
+from tests.routing import closed_port
 
 
 @pytest.fixture
@@ -29,3 +30,10 @@ def sample_model_factory() -> Iterator[Callable[..., SampleModel]]:
         process.terminate()
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A loopback port where connections are refused, for the whole test (see `tests.routing.closed_port`)."""
+    with closed_port() as port:
+        yield port

@@ -270,11 +270,13 @@ def statuses(answer: bytes) -> list[int]:
     return [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
 
 
-def closed_port() -> int:
-    """A loopback port that nothing listens on: connections to it are refused."""
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A loopback port bound but not listening while in use: connections to it are refused, and no other
+    process can take it meanwhile."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        yield int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

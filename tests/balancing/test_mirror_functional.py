@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.routing import Config, RouterProcess, start_router
+from tests.routing import Config, RouterProcess, closed_port, start_router
 from tests.scrape import Scrape, scrape, wait_for
 
 SCORE = "/api/v1/endpoint/demo/score"
@@ -47,12 +47,6 @@ def settled(router: RouterProcess, sent: int, dropped: int) -> None:
     assert copies(scrape(router)) == (0, sent, dropped)
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def hanging_up_server() -> tuple[socket.socket, threading.Thread]:
     """A replica that reads a request and closes the connection without an answer."""
     server = socket.create_server(("127.0.0.1", 0))
@@ -75,7 +69,7 @@ def test_the_in_flight_count_of_copies_returns_to_zero_however_they_end(sample_m
                                                                         tmp_path: Path) -> None:
     live = sample_model_factory("--name", "live")
     shadow = sample_model_factory("--name", "shadow")
-    hung = sample_model_factory("--name", "hung", "--latency-ms", "1500")
+    hung = sample_model_factory("--name", "hung", "--latency-ms", "6000")
     hanging_up, server_thread = hanging_up_server()
     config = (Config().deployment("live", [live.url], weight=100, concurrency=8)
               .deployment("shadow", [shadow.url], concurrency=4))
@@ -100,13 +94,14 @@ def test_the_in_flight_count_of_copies_returns_to_zero_however_they_end(sample_m
         settled(router, sent=2, dropped=2)
 
         # the mirror's replica refuses connections; then the live client of the failed copy goes away
-        shadow_at(f"http://127.0.0.1:{closed_port()}")
-        assert [post(router) for _ in range(2)] == [200] * 2
-        clients = [send_head(router, "latency_ms=500", 2, b"{}") for _ in range(2)]
-        settled(router, sent=2, dropped=2)  # the copy failed while the live requests are at the model
-        for s in clients:
-            s.close()
-        settled(router, sent=2, dropped=2)  # its client leaving does not count it out again
+        with closed_port() as port:
+            shadow_at(f"http://127.0.0.1:{port}")
+            assert [post(router) for _ in range(2)] == [200] * 2
+            clients = [send_head(router, "latency_ms=500", 2, b"{}") for _ in range(2)]
+            settled(router, sent=2, dropped=2)  # the copy failed while the live requests are at the model
+            for s in clients:
+                s.close()
+            settled(router, sent=2, dropped=2)  # its client leaving does not count it out again
 
         # the mirror's replica hangs up on the copy it was sent
         shadow_at(f"http://127.0.0.1:{hanging_up.getsockname()[1]}")
@@ -114,7 +109,7 @@ def test_the_in_flight_count_of_copies_returns_to_zero_however_they_end(sample_m
         settled(router, sent=3, dropped=2)
 
         # the mirror's replica is too slow for its timeout; a copy that finds its one slot taken is dropped
-        shadow_at(hung.url, timeout_ms=300, concurrency=1)
+        shadow_at(hung.url, timeout_ms=2000, concurrency=1)  # the four posts take far less than 2 s
         assert [post(router) for _ in range(4)] == [200] * 4
         settled(router, sent=4, dropped=3)
 

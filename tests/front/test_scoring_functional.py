@@ -6,7 +6,6 @@ import hashlib
 import http.client
 import json
 import os
-import socket
 import threading
 import time
 import uuid
@@ -312,18 +311,14 @@ def test_an_http10_client_asking_to_keep_alive_by_proxy_connection_never_gets_ch
     assert body == b"until the end"  # the end of the connection ends the answer
 
 
-def test_bad_gateway_for_a_closed_port(sample_model_factory, tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]  # bound, never listening: connections are refused
-        router = start_router(tmp_path, Config().deployment("gone", [f"http://127.0.0.1:{closed}"],
-                                                            weight=100))
-        try:
-            r = httpx.post(router.score_url(), headers=router.auth, content=b"{}")
-            assert "cannot connect" in assert_router_error(r, 502, "BadGateway")["message"]
-            assert r.headers["azureml-model-deployment"] == "gone"
-        finally:
-            router.stop()
+def test_bad_gateway_for_a_closed_port(refused_port: int, tmp_path: Path) -> None:
+    router = start_router(tmp_path, Config().deployment("gone", [f"http://127.0.0.1:{refused_port}"], weight=100))
+    try:
+        r = httpx.post(router.score_url(), headers=router.auth, content=b"{}")
+        assert "cannot connect" in assert_router_error(r, 502, "BadGateway")["message"]
+        assert r.headers["azureml-model-deployment"] == "gone"
+    finally:
+        router.stop()
 
 
 @pytest.mark.parametrize(("answer", "status", "expected"), [

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tests.routing import Config, RouterProcess, closed_port, connect, start_router
+from tests.routing import Config, RouterProcess, connect, start_router
 from tests.scrape import Scrape, wait_for
 
 REQUESTS = "inference_router_requests_total"
@@ -32,7 +32,8 @@ def per_deployment(metrics: Scrape, name: str) -> dict[str, float]:
     return {dep: v for (ep, dep), v in metrics.series(name, "endpoint", "deployment").items() if ep == "demo"}
 
 
-def test_known_traffic_gives_exact_metrics_and_access_log_lines(sample_model_factory, tmp_path: Path) -> None:
+def test_known_traffic_gives_exact_metrics_and_access_log_lines(sample_model_factory, tmp_path: Path,
+                                                               refused_port: int) -> None:
     model = sample_model_factory("--name", "m")
     config = Config()
     config.deployment("fast", [model.url], weight=100, concurrency=4)
@@ -40,7 +41,7 @@ def test_known_traffic_gives_exact_metrics_and_access_log_lines(sample_model_fac
     config.deployment("slow", [model.url], concurrency=1, queue_wait_ms=0)
     config.deployment("queued", [model.url], concurrency=1, queue_wait_ms=5000)
     config.deployment("tight", [model.url], timeout_ms=300)
-    config.deployment("flaky", [f"http://127.0.0.1:{closed_port()}", model.url], concurrency=2)
+    config.deployment("flaky", [f"http://127.0.0.1:{refused_port}", model.url], concurrency=2)
     config.deployment("empty", [])
     config.mirror = {"shadow": 50}
     router = start_router(tmp_path, config)

@@ -21,7 +21,6 @@ from router.discovery.kubernetes.errors import Conflict, Gone, KubeError, NotFou
 from router.errors import ConfigError
 from tests.kube.cluster import endpoint, endpoint_slice, secret
 from tests.kube.fake_apiserver import FakeApiServer
-from tests.routing import closed_port
 
 T = TypeVar("T")
 
@@ -116,10 +115,11 @@ def test_failures_are_translated(api_server: FakeApiServer, kubeconfig: Path) ->
     assert run(kubeconfig, work) == [NotFound, Conflict, Conflict, Gone]
 
 
-def test_a_refused_token_and_an_unreachable_server(api_server: FakeApiServer, tmp_path: Path) -> None:
+def test_a_refused_token_and_an_unreachable_server(api_server: FakeApiServer, tmp_path: Path,
+                                                   refused_port: int) -> None:
     dead = tmp_path / "dead"
     dead.write_text(api_server.kubeconfig(tmp_path / "k").read_text().replace(
-        api_server.url, f"http://127.0.0.1:{closed_port()}"))
+        api_server.url, f"http://127.0.0.1:{refused_port}"))
 
     with pytest.raises(KubeError) as refused:
         run(api_server.kubeconfig(tmp_path / "bad", token="wrong"),
