@@ -2,12 +2,16 @@
 
 The data plane appends one tuple (`Record`) per finished request to a list; the lines of
 one loop turn's requests are formatted at the end of that turn, after their answers are
-sent, and a periodic task writes what accumulated in one call (stdout by default, where
-a container runtime collects it), so a request never waits for its line. Errors
-(status 400 and up) are always logged; `sample=F` keeps a share F of the others.
+sent, and written in batches (stdout by default, where a container runtime collects it),
+so a request never waits for its line. When stdout is a pipe, it is written without
+blocking (through a second, non-blocking open of the same pipe): what the reader has no
+room for waits in memory, and a reader more than 16 MiB behind loses lines, counted in
+`dropped` (and the metric inference_router_access_log_dropped_lines_total), never the
+router's time. Errors (status 400 and up) are always logged; `sample=F` keeps a share F
+of the others.
 
 A line, in this order (durations in milliseconds; null where a step did not happen; `time` is
-when the loop turn in which the request ended finished, shared by that turn's lines):
+when the last request of its loop turn ended, shared by that turn's lines):
 
     {"time": 1717171717.123, "event": "access", "request_id": "...", "client_request_id": null,
      "trace_id": "...", "client": "10.0.0.7", "method": "POST", "endpoint": "mnist",
@@ -20,11 +24,19 @@ No header is logged besides the ids: keys, tokens and the Authorization header n
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
+import logging
+import os
 import random
+import select
+import stat
 import sys
+import time
 from typing import BinaryIO
 
+from router import logs
 from router.errors import ConfigError
 
 # end (loop time), request id, client request id, traceparent sent upstream, method, endpoint, deployment,
@@ -41,6 +53,7 @@ _WHERE = b'"client": %s, "method": %s, "endpoint": %s, "deployment": %s, "replic
 _where: dict[tuple[bytes, bytes, str, str, str], bytes] = {}  # the fields above, by their values (they repeat)
 _QUOTED: dict[str | bytes, bytes] = {}  # JSON strings of the few values that repeat: names, replicas, addresses
 _QUOTED_MAX = 10_000
+MAX_QUEUED_BYTES = 16 << 20  # lines waiting for a slow reader; beyond this, lines are dropped (and counted)
 
 
 def parse_mode(mode: str) -> float:
@@ -82,31 +95,40 @@ def _where_of(key: tuple[bytes, bytes, str, str, str]) -> bytes:
     return where
 
 
-def format_line(r: Record, time: bytes) -> bytes:
-    """One record as a JSON line; `time` is its Unix time, formatted."""
+def format_line(r: Record, stamp: bytes) -> bytes:
+    """One record as a JSON line; `stamp` is its Unix time, formatted."""
     trace_id = r[3][3:35]
     key = (r[16], r[4], r[5], r[6], r[7])
     where = _where.get(key) or _where_of(key)
     if r[11] >= 0:
-        return _LINE % (time, r[1], _json(r[2]) if r[2] else b"null", b'"%s"' % trace_id if trace_id else b"null",
+        return _LINE % (stamp, r[1], _json(r[2]) if r[2] else b"null", b'"%s"' % trace_id if trace_id else b"null",
                         where, r[8], r[9], r[10], r[11] * 1000, r[12] * 1000, r[13] * 1000, r[14],
                         _QUOTED.get(r[15]) or _quoted(r[15]))
-    return _LINE_UNSENT % (time, r[1], _json(r[2]) if r[2] else b"null", b'"%s"' % trace_id if trace_id else b"null",
+    return _LINE_UNSENT % (stamp, r[1], _json(r[2]) if r[2] else b"null", b'"%s"' % trace_id if trace_id else b"null",
                            where, r[8], r[9], r[10], r[13] * 1000, r[14], _QUOTED.get(r[15]) or _quoted(r[15]))
 
 
 class AccessLog:
-    """Which requests are logged, and where the lines go."""
+    """Which requests are logged, and where their lines go."""
 
     def __init__(self, sample: float = 1.0, stream: BinaryIO | None = None) -> None:
         self.sample = sample
-        self.stream = stream
-        self.lines = 0
+        self.stream = stream  # None: stdout, opened on the first write
+        self.lines = 0  # written
+        self.failed = 0  # lost to a failing stream
+        self.refused = 0  # dropped: the reader was too far behind
+        self._waiting: collections.deque[tuple[bytes | memoryview, int]] = collections.deque()
+        self._waiting_bytes = 0
 
     @classmethod
     def from_setting(cls, mode: str) -> AccessLog | None:
         sample = parse_mode(mode)
         return cls(sample) if sample > 0 else None
+
+    @property
+    def dropped(self) -> int:
+        """Lines never written: the reader fell behind, or the stream failed."""
+        return self.refused + self.failed
 
     def keeps(self, status: int) -> bool:
         return status >= 400 or self.sample >= 1.0 or random.random() < self.sample
@@ -117,19 +139,75 @@ class AccessLog:
         `perf_counter()` time into Unix time."""
         if not records:
             return b""
-        time = b"%.3f" % (records[-1][0] + clock_offset)
-        return b"".join([format_line(r, time) for r in records])
+        stamp = b"%.3f" % (records[-1][0] + clock_offset)
+        return b"".join([format_line(r, stamp) for r in records])
 
     def write_lines(self, data: bytes, count: int) -> None:
-        """Write `count` formatted lines in one call."""
-        stream = self.stream or sys.stdout.buffer
-        stream.write(data)
-        stream.flush()
-        self.lines += count
+        """Write `count` formatted lines, as far as the stream takes them without waiting; the rest
+        waits for the next call (up to MAX_QUEUED_BYTES; beyond, the lines are dropped)."""
+        if self._waiting_bytes > MAX_QUEUED_BYTES:
+            self.refused += count
+        elif data:
+            self._waiting.append((data, count))
+            self._waiting_bytes += len(data)
+        self._send()
 
-    def write(self, records: list[Record], clock_offset: float) -> None:
-        if records:
-            self.write_lines(self.format(records, clock_offset), len(records))
+    @property
+    def waiting(self) -> bool:
+        """Lines the reader had no room for are waiting to be written."""
+        return bool(self._waiting)
+
+    def _send(self) -> None:
+        if self.stream is None:
+            self.stream = _stdout()
+        while self._waiting:
+            data, count = self._waiting[0]
+            try:
+                sent = self.stream.write(data)  # a non-blocking raw stream: None or a part when full
+                self.stream.flush()
+            except BlockingIOError as exc:
+                sent = exc.characters_written
+            except (OSError, ValueError, AttributeError) as exc:  # a broken or closed stdout must not stop the router
+                lost = sum(n for _, n in self._waiting)
+                self.failed += lost
+                self._waiting.clear()
+                self._waiting_bytes = 0
+                logs.event("access_log.failed", level=logging.ERROR, error=str(exc), lost=lost)
+                return
+            sent = sent or 0
+            self._waiting_bytes -= sent
+            if sent < len(data):  # the reader is behind: the rest waits
+                self._waiting[0] = (memoryview(data)[sent:], count)
+                return
+            self._waiting.popleft()
+            self.lines += count
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what still waits, for at most `timeout` s (a reader that never reads loses it)."""
+        deadline = time.monotonic() + timeout
+        while self._waiting and self.stream is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.refused += sum(n for _, n in self._waiting)
+                self._waiting.clear()
+                return
+            with contextlib.suppress(OSError, ValueError):  # not a file descriptor: such a stream never waits
+                select.select([], [self.stream], [], left)
+            self._send()
 
     def __repr__(self) -> str:
-        return f"<AccessLog sample={self.sample:g} lines={self.lines}>"
+        return f"<AccessLog sample={self.sample:g} lines={self.lines} dropped={self.dropped}>"
+
+
+def _stdout() -> BinaryIO:
+    """Where access-log lines go: stdout; a pipe through a second, non-blocking open of it (its own
+    file status flags: stdout itself stays blocking for everything else that writes to it)."""
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return open(os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC), "wb",
+                        buffering=0)
+    except (OSError, ValueError, AttributeError):  # no /proc, or no real stdout: write it as it is
+        pass
+    return sys.stdout.buffer

@@ -126,6 +126,9 @@ class Plane(Protocol):
     @property
     def loop(self) -> asyncio.AbstractEventLoop: ...
 
+    @property
+    def telemetry(self) -> Any: ...  # .access_log (None when off): .dropped
+
 
 class RouterCollector:
     """The router's own metric families, built from its live state when /metrics is scraped."""
@@ -150,6 +153,10 @@ class RouterCollector:
             yield GaugeMetricFamily(PREFIX + "mirror_in_flight", "Mirror copies under way", value=mirrors.in_flight)
             yield GaugeMetricFamily(PREFIX + "client_connections", "Open client connections",
                                     value=len(plane.connections))
+            log = plane.telemetry.access_log
+            yield CounterMetricFamily(PREFIX + "access_log_dropped_lines", "Access-log lines never written: the "
+                                      "reader of the log fell 16 MiB behind, or the stream failed",
+                                      value=log.dropped if log is not None else 0)
         yield CounterMetricFamily(PREFIX + "config_reloads", "Configuration changes applied after the first",
                                   value=getattr(self.source, "reloads", 0))
         yield CounterMetricFamily(PREFIX + "config_rejections", "Configuration changes or resources rejected "

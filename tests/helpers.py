@@ -53,6 +53,7 @@ class ManagedProcess:
         *,
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        read_stdout: bool = True,
     ) -> None:
         self.args = list(args)
         self.lines: list[str] = []  # every line of both streams, in arrival order
@@ -75,6 +76,7 @@ class ManagedProcess:
         self._readers = [
             threading.Thread(target=self._read, args=(stream, label), name=f"pid{self.proc.pid}-{label}")
             for stream, label in ((self.proc.stdout, "stdout"), (self.proc.stderr, "stderr"))
+            if read_stdout or label == "stderr"  # unread, stdout is a pipe that fills up: a stalled reader
         ]
         for reader in self._readers:
             reader.daemon = True
@@ -240,12 +242,13 @@ def start_process(
     timeout: float = 15,
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
+    read_stdout: bool = True,
 ) -> ManagedProcess:
     """Start `args` and return once it prints a JSON line with `"event": ready_event` (in `.ready`).
 
     If the process exits first or `timeout` passes, it is stopped and ProcessError carries its output.
     """
-    process = ManagedProcess(args, env=env, cwd=cwd)
+    process = ManagedProcess(args, env=env, cwd=cwd, read_stdout=read_stdout)
     try:
         process.ready = process.wait_for_event(ready_event, timeout)
     except BaseException:

@@ -8,9 +8,11 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from router import metrics
+from router.access_log import AccessLog
 from router.balancing.table import RoutingTable
 from router.discovery.documents import load_yaml
 from router.front.mirror import MirrorGate
+from router.front.telemetry import Telemetry
 from router.metrics import BUCKETS, Durations, RequestStats, RouterCollector, exposition
 from tests.routing import Config
 
@@ -29,6 +31,7 @@ class Plane:
     loop: Clock = field(default_factory=Clock)
     connections: set[object] = field(default_factory=set)
     mirrors: MirrorGate = field(default_factory=MirrorGate)
+    telemetry: Telemetry = field(default_factory=lambda: Telemetry(metrics=False, access_log=AccessLog()))
 
 
 @dataclass
@@ -70,6 +73,8 @@ def test_the_collector_reads_replicas_in_flight_queues_mirrors_and_reloads_at_sc
     blue.enqueue(object())
     plane.mirrors.sent, plane.mirrors.dropped, plane.mirrors.in_flight = 5, 1, 1
     plane.connections.update({object(), object()})
+    assert plane.telemetry.access_log is not None
+    plane.telemetry.access_log.refused, plane.telemetry.access_log.failed = 3, 2
     stats = RequestStats()
     route = stats.route("demo", "blue")
     route.codes[200] = 7
@@ -91,6 +96,7 @@ def test_the_collector_reads_replicas_in_flight_queues_mirrors_and_reloads_at_sc
     assert value("queue_length", endpoint="demo", deployment="green") == 0
     assert value("mirror_requests_total", result="sent") == 5 and value("mirror_requests_total", result="dropped") == 1
     assert value("mirror_in_flight") == 1 and value("client_connections") == 2
+    assert value("access_log_dropped_lines_total") == 5
     assert value("config_reloads_total") == 3 and value("config_rejections_total") == 4
     assert value("requests_total", endpoint="demo", deployment="blue", code="200") == 7
     assert value("rejections_total", endpoint="demo", deployment="blue", reason="overload") == 2

@@ -4,8 +4,9 @@
 it adds to the counters of the request's (endpoint, deployment), found once per
 routing table, and appends one tuple to a list when the access log or the span export
 wants the request. Access-log lines are formatted at the end of the loop turn (after
-the answers are sent); writing and exporting happen in `run`, every `interval`, and
-once more in `close` at shutdown.
+the answers are sent) and handed to the log's writer thread once 32 KiB are formatted,
+else in `run`, every `interval`; spans are exported there too, and once more in `close`
+at shutdown.
 
 How requests end, and what is counted (`status`): the answer completed (the model's
 status); the router answered with its own error (its status; a rejection, with a
@@ -17,13 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from bisect import bisect_left
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from router import logs
 from router.access_log import AccessLog, Record
 from router.errors import RouterError
 from router.metrics import BUCKETS, NO_REPLICA, REASONS, RequestStats, RouteStats
@@ -152,16 +151,14 @@ class Telemetry:
             self.spans.export(_span(r, offset) for r in records)
 
     def _write(self) -> None:
-        if self._lines and self.access_log is not None:
-            data, count = b"".join(self._lines), self._line_count
+        if self.access_log is not None and (self._lines or self.access_log.waiting):
+            self.access_log.write_lines(b"".join(self._lines), self._line_count)
             self._lines, self._line_count, self._line_bytes = [], 0, 0
-            try:
-                self.access_log.write_lines(data, count)
-            except (OSError, ValueError, AttributeError) as exc:  # a broken or missing stdout must not stop the router
-                logs.event("access_log.failed", level=logging.ERROR, error=str(exc), lost=count)
 
     def close(self) -> None:
         self.flush()
+        if self.access_log is not None:
+            self.access_log.close()
         if self.spans is not None:
             with contextlib.suppress(Exception):  # an unreachable collector must not hold up the exit
                 self.spans.shutdown()

@@ -137,6 +137,7 @@ def test_known_traffic_gives_exact_metrics_and_access_log_lines(sample_model_fac
         assert replicas[("demo", "empty", "ready")] == 0
         assert metrics.value("inference_router_config_reloads_total") == 0
         assert metrics.value("inference_router_config_rejections_total") == 0
+        assert metrics.value("inference_router_access_log_dropped_lines_total") == 0
         assert abs(metrics.value("inference_router_discovery_last_sync_timestamp_seconds") - time.time()) < 60
 
         lines = access_lines(router, 22)
