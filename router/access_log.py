@@ -25,7 +25,6 @@ No header is logged besides the ids: keys, tokens and the Authorization header n
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import logging
 import os
@@ -113,12 +112,15 @@ class AccessLog:
 
     def __init__(self, sample: float = 1.0, stream: BinaryIO | None = None) -> None:
         self.sample = sample
-        self.stream = stream  # None: stdout, opened on the first write
+        self.stream = stream  # None: stdout
         self.lines = 0  # written
         self.failed = 0  # lost to a failing stream
         self.refused = 0  # dropped: the reader was too far behind
-        self._waiting: collections.deque[tuple[bytes | memoryview, int]] = collections.deque()
+        self._waiting: collections.deque[tuple[bytes, int]] = collections.deque()  # batches, and their lines
         self._waiting_bytes = 0
+        self._offset = 0  # what of the first waiting batch is written
+        self._fd: int | None = None  # written with os.write, when the stream is a file descriptor
+        self._pipe = self._own_fd = self._opened = self._broken = False
 
     @classmethod
     def from_setting(cls, mode: str) -> AccessLog | None:
@@ -129,6 +131,11 @@ class AccessLog:
     def dropped(self) -> int:
         """Lines never written: the reader fell behind, or the stream failed."""
         return self.refused + self.failed
+
+    @property
+    def waiting(self) -> bool:
+        """Lines the reader had no room for are waiting to be written."""
+        return bool(self._waiting)
 
     def keeps(self, status: int) -> bool:
         return status >= 400 or self.sample >= 1.0 or random.random() < self.sample
@@ -144,70 +151,99 @@ class AccessLog:
 
     def write_lines(self, data: bytes, count: int) -> None:
         """Write `count` formatted lines, as far as the stream takes them without waiting; the rest
-        waits for the next call (up to MAX_QUEUED_BYTES; beyond, the lines are dropped)."""
+        waits for the next call (up to MAX_QUEUED_BYTES; beyond, the lines are dropped). Never raises."""
+        if self._broken:
+            self.failed += count
+            return
         if self._waiting_bytes > MAX_QUEUED_BYTES:
             self.refused += count
         elif data:
             self._waiting.append((data, count))
             self._waiting_bytes += len(data)
-        self._send()
+        try:
+            if not self._opened:
+                self._open()
+            self._send()
+        except (OSError, ValueError, AttributeError) as exc:  # a broken or missing stdout must not stop the router
+            lost = sum(n for _, n in self._waiting)
+            self.failed += lost
+            self._waiting.clear()
+            self._waiting_bytes = self._offset = 0
+            self._broken = True  # later lines are counted as failed, not tried (and not logged again)
+            logs.event("access_log.failed", level=logging.ERROR, error=str(exc) or type(exc).__name__, lost=lost)
 
-    @property
-    def waiting(self) -> bool:
-        """Lines the reader had no room for are waiting to be written."""
-        return bool(self._waiting)
+    def _open(self) -> None:
+        self._opened = True
+        if self.stream is not None:
+            try:
+                self._fd = self.stream.fileno()
+            except (OSError, ValueError):  # not a file descriptor (a test's BytesIO): written as a stream
+                return
+        else:
+            sys.stdout.flush()  # what was printed before goes first
+            self._fd = sys.stdout.fileno()
+        self._pipe = stat.S_ISFIFO(os.fstat(self._fd).st_mode)
+        if self._pipe and self.stream is None:
+            try:  # a second open of the pipe, with its own flags: stdout itself stays blocking
+                self._fd = os.open(f"/proc/self/fd/{self._fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                self._own_fd = True
+            except OSError as exc:
+                logs.event("access_log.blocking", level=logging.WARNING, error=str(exc),
+                           note="stdout is a pipe that could not be opened again without blocking: "
+                                "a reader that stalls will stall the router")
 
     def _send(self) -> None:
-        if self.stream is None:
-            self.stream = _stdout()
         while self._waiting:
             data, count = self._waiting[0]
-            try:
-                sent = self.stream.write(data)  # a non-blocking raw stream: None or a part when full
+            if self._fd is None:
+                assert self.stream is not None
+                self.stream.write(data)
                 self.stream.flush()
-            except BlockingIOError as exc:
-                sent = exc.characters_written
-            except (OSError, ValueError, AttributeError) as exc:  # a broken or closed stdout must not stop the router
-                lost = sum(n for _, n in self._waiting)
-                self.failed += lost
-                self._waiting.clear()
-                self._waiting_bytes = 0
-                logs.event("access_log.failed", level=logging.ERROR, error=str(exc), lost=lost)
-                return
-            sent = sent or 0
-            self._waiting_bytes -= sent
-            if sent < len(data):  # the reader is behind: the rest waits
-                self._waiting[0] = (memoryview(data)[sent:], count)
-                return
+                self._offset = len(data)
+            else:
+                self._offset = self._put(data, self._offset)
+                if self._offset < len(data):  # the reader is behind: the rest waits
+                    return
             self._waiting.popleft()
+            self._waiting_bytes -= len(data)
+            self._offset = 0
             self.lines += count
+
+    def _put(self, data: bytes, start: int) -> int:
+        """Write `data` from `start` until done or the pipe is full; where it stopped. Into a pipe, whole
+        lines in writes of at most PIPE_BUF bytes, which a pipe takes whole or not at all: a line is
+        never cut, nor mixed with what another writer (stderr on the same pipe) puts in."""
+        assert self._fd is not None
+        view = memoryview(data)
+        while start < len(data):
+            end = len(data)
+            if self._pipe and end - start > select.PIPE_BUF:
+                cut = data.rfind(b"\n", start, start + select.PIPE_BUF)
+                end = cut + 1 if cut >= 0 else start + select.PIPE_BUF  # a line over PIPE_BUF: in pieces
+            try:
+                start += os.write(self._fd, view[start:end])
+            except BlockingIOError:
+                break
+        return start
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what still waits, for at most `timeout` s (a reader that never reads loses it)."""
         deadline = time.monotonic() + timeout
-        while self._waiting and self.stream is not None:
+        poller = select.poll()
+        if self._fd is not None:
+            poller.register(self._fd, select.POLLOUT)
+        while self._waiting and not self._broken:
             left = deadline - time.monotonic()
             if left <= 0:
-                self.refused += sum(n for _, n in self._waiting)
+                self.refused += sum(n for _, n in self._waiting)  # a line half written counts as lost
                 self._waiting.clear()
-                return
-            with contextlib.suppress(OSError, ValueError):  # not a file descriptor: such a stream never waits
-                select.select([], [self.stream], [], left)
-            self._send()
+                self._waiting_bytes = self._offset = 0
+                break
+            poller.poll(left * 1000)
+            self.write_lines(b"", 0)
+        if self._own_fd and self._fd is not None:
+            os.close(self._fd)
+            self._fd, self._own_fd = None, False
 
     def __repr__(self) -> str:
         return f"<AccessLog sample={self.sample:g} lines={self.lines} dropped={self.dropped}>"
-
-
-def _stdout() -> BinaryIO:
-    """Where access-log lines go: stdout; a pipe through a second, non-blocking open of it (its own
-    file status flags: stdout itself stays blocking for everything else that writes to it)."""
-    sys.stdout.flush()
-    try:
-        fd = sys.stdout.fileno()
-        if stat.S_ISFIFO(os.fstat(fd).st_mode):
-            return open(os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC), "wb",
-                        buffering=0)
-    except (OSError, ValueError, AttributeError):  # no /proc, or no real stdout: write it as it is
-        pass
-    return sys.stdout.buffer

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import io
 import json
 import os
+import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,7 @@ def test_a_batch_is_written_in_one_piece() -> None:
     out = CountingStream()
     log = AccessLog(1.0, out)
     log.write_lines(log.format([record(end=9.5), record(503, error="ServiceUnavailable")], 0.0), 2)
-    log.close()  # waits for the writer thread
+    log.close()
     assert out.writes == 1
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [line["status"] for line in lines] == [200, 503]
@@ -97,30 +98,66 @@ def test_a_batch_is_written_in_one_piece() -> None:
     assert repr(log) == "<AccessLog sample=1 lines=2 dropped=0>"
 
 
-def test_a_stalled_reader_never_blocks_the_writer_and_loses_only_what_is_over_the_bound(
+def test_a_stalled_pipe_never_blocks_the_writer_and_loses_only_what_is_over_the_bound(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(access_log, "MAX_QUEUED_BYTES", 20_000)
     r, w = os.pipe()
-    os.set_blocking(w, False)
+    fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 65536)
+    os.set_blocking(w, False)  # as the router opens stdout when it is a pipe
     with open(r, "rb") as reader, open(w, "wb", buffering=0) as pipe:
-        log = AccessLog(1.0, pipe)  # as stdout is opened when it is a pipe: raw and non-blocking
+        log = AccessLog(1.0, pipe)
         line = log.format([record()], 0.0)
-        started = time.monotonic()
-        for _ in range(400):  # 400 lines of ~450 bytes: the pipe holds ~64 KiB, the bound ~20 KB more
+        for _ in range(400):  # 400 lines of ~450 bytes: the pipe holds 64 KiB, the bound ~20 KB more
             log.write_lines(line, 1)
-        assert time.monotonic() - started < 1  # never waited for the reader
-        assert log.waiting and 100 < log.refused < 300 and log.dropped == log.refused
-        got = b""
-
-        def read_some() -> None:
-            nonlocal got
-            got += os.read(reader.fileno(), 1 << 20)
-
-        read_some()  # the reader wakes up: what waited is written at the next batch, or at close
+        in_pipe = fcntl.fcntl(w, fcntl.F_GETPIPE_SZ) // len(line)
+        assert log.waiting and in_pipe // 2 < log.lines <= in_pipe  # whole lines in pieces of at most PIPE_BUF
+        assert log.refused == 400 - log.lines - len(log._waiting) and log.dropped == log.refused
+        got = os.read(reader.fileno(), 1 << 20)  # the reader wakes up: what waited goes at close
         log.close()
-        read_some()
-    assert got.count(b"\n") == log.lines == 400 - log.refused and got.endswith(b"}\n")
+        got += os.read(reader.fileno(), 1 << 20)
+    assert got.count(b"\n") == log.lines == 400 - log.refused
     assert all(json.loads(line)["status"] == 200 for line in got.splitlines())  # no line cut or mixed
+
+
+def test_stdout_as_a_pipe_is_written_without_blocking_and_stays_blocking_itself() -> None:
+    child = ("import os, sys, time\n"
+             "from router import access_log\n"
+             "from router.access_log import AccessLog\n"
+             "access_log.MAX_QUEUED_BYTES = 100_000\n"
+             "log = AccessLog()\n"
+             "line = b'x' * 400 + b'\\n'\n"
+             "started = time.monotonic()\n"
+             "for _ in range(2000):\n"  # 800 KB into a pipe nobody reads yet
+             "    log.write_lines(line * 10, 10)\n"
+             "print(round(time.monotonic() - started), os.get_blocking(1), log.refused > 0, file=sys.stderr)\n"
+             "log.close(timeout=0)\n")
+    process = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               cwd=Path(__file__).resolve().parents[1])
+    try:
+        process.wait(timeout=30)  # stdout unread meanwhile: the pipe stays full
+        assert process.stderr is not None
+        err = process.stderr.read()
+    finally:
+        process.kill()
+        process.communicate()
+    assert err.split() == [b"0", b"True", b"True"], err  # at once; fd 1 itself still blocking; lines dropped
+
+
+def test_no_stdout_counts_the_lines_as_failed_and_logs_it_once() -> None:
+    child = ("import sys\n"
+             "from router import logs\n"
+             "from router.access_log import AccessLog\n"
+             "logs.setup()\n"
+             "sys.stdout = None\n"
+             "log = AccessLog()\n"
+             "log.write_lines(b'a\\n', 1)\n"
+             "log.write_lines(b'b\\n', 1)\n"
+             "print(log.failed, log.lines, file=sys.stderr)\n")
+    process = subprocess.run([sys.executable, "-c", child], capture_output=True, timeout=30,
+                             cwd=Path(__file__).resolve().parents[1])
+    err = process.stderr.decode()
+    assert process.returncode == 0 and err.splitlines()[-1] == "2 0", err
+    assert err.count("access_log.failed") == 1
 
 
 def test_a_failing_stream_loses_its_lines_counted_and_the_log_goes_on() -> None:
@@ -163,13 +200,6 @@ def test_a_router_refuses_to_start_with_a_bad_access_log_setting(tmp_path: Path)
 
 
 def test_lines_are_written_once_a_buffer_fills_not_only_at_the_interval() -> None:
-    async def lines_written(out: io.BytesIO, expected: int) -> int:
-        for _ in range(500):  # the writer thread's turn: at most 5 s
-            if out.getvalue().count(b"\n") >= expected:
-                break
-            await asyncio.sleep(0.01)
-        return out.getvalue().count(b"\n")
-
     async def main() -> tuple[int, int]:
         out = io.BytesIO()
         telemetry = Telemetry(metrics=False, access_log=AccessLog(1.0, out), interval=3600)
@@ -178,7 +208,8 @@ def test_lines_are_written_once_a_buffer_fills_not_only_at_the_interval() -> Non
         kept = out.getvalue().count(b"\n")
         for _ in range(WRITE_BYTES // 200):  # lines are over 200 bytes: this fills the buffer
             telemetry.refused(Unauthorized("no"), b"8f1c2e3a-0000-4000-8000-000000000001", b"10.1.2.3")
-        written = await lines_written(out, WRITE_BYTES // 200 + 1)  # before any interval or flush
+        await asyncio.sleep(0)  # this turn ends: the buffer is full, and written before any interval or flush
+        written = out.getvalue().count(b"\n")
         telemetry.close()
         return kept, written
 

@@ -4,9 +4,8 @@
 it adds to the counters of the request's (endpoint, deployment), found once per
 routing table, and appends one tuple to a list when the access log or the span export
 wants the request. Access-log lines are formatted at the end of the loop turn (after
-the answers are sent) and handed to the log's writer thread once 32 KiB are formatted,
-else in `run`, every `interval`; spans are exported there too, and once more in `close`
-at shutdown.
+the answers are sent) and written once 32 KiB are formatted, else in `run`, every
+`interval`; spans are exported there too, and once more in `close` at shutdown.
 
 How requests end, and what is counted (`status`): the answer completed (the model's
 status); the router answered with its own error (its status; a rejection, with a
@@ -152,8 +151,9 @@ class Telemetry:
 
     def _write(self) -> None:
         if self.access_log is not None and (self._lines or self.access_log.waiting):
-            self.access_log.write_lines(b"".join(self._lines), self._line_count)
+            lines, count = self._lines, self._line_count
             self._lines, self._line_count, self._line_bytes = [], 0, 0
+            self.access_log.write_lines(b"".join(lines), count)
 
     def close(self) -> None:
         self.flush()
