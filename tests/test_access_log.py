@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from router import access_log
-from router.access_log import AccessLog, Record, parse_mode
+from router.access_log import WRITE_BYTES, AccessLog, Record, parse_mode
 from router.errors import ConfigError, Unauthorized
-from router.front.telemetry import WRITE_BYTES, Telemetry
+from router.front.telemetry import Telemetry
 from tests.helpers import ManagedProcess, start_process
 from tests.routing import Config, start_sample_model
 
@@ -90,28 +90,29 @@ def test_a_batch_is_written_in_one_piece() -> None:
     out = CountingStream()
     log = AccessLog(1.0, out)
     log.write_lines(log.format([record(end=9.5), record(503, error="ServiceUnavailable")], 0.0), 2)
+    log.write_lines(log.format([record(201)], 0.0), 1)  # another loop turn's lines: the same batch
     log.close()
     assert out.writes == 1
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [line["status"] for line in lines] == [200, 503]
-    assert [line["time"] for line in lines] == [10.0, 10.0]  # one loop turn's lines share its time
-    assert repr(log) == "<AccessLog sample=1 lines=2 dropped=0>"
+    assert [line["status"] for line in lines] == [200, 503, 201]
+    assert [line["time"] for line in lines][:2] == [10.0, 10.0]  # one loop turn's lines share its time
+    assert repr(log) == "<AccessLog sample=1 lines=3 dropped=0>"
 
 
 def test_a_stalled_pipe_never_blocks_the_writer_and_loses_only_what_is_over_the_bound(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(access_log, "MAX_QUEUED_BYTES", 20_000)
+    monkeypatch.setattr(access_log, "MAX_QUEUED_BYTES", 2 * access_log.WRITE_BYTES)
     r, w = os.pipe()
     fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 65536)
     os.set_blocking(w, False)  # as the router opens stdout when it is a pipe
     with open(r, "rb") as reader, open(w, "wb", buffering=0) as pipe:
         log = AccessLog(1.0, pipe)
         line = log.format([record()], 0.0)
-        for _ in range(400):  # 400 lines of ~450 bytes: the pipe holds 64 KiB, the bound ~20 KB more
+        for _ in range(400):  # 400 lines of ~450 bytes: the pipe holds 64 KiB, the bound 64 KiB more
             log.write_lines(line, 1)
         in_pipe = fcntl.fcntl(w, fcntl.F_GETPIPE_SZ) // len(line)
         assert log.waiting and in_pipe // 2 < log.lines <= in_pipe  # whole lines in pieces of at most PIPE_BUF
-        assert log.refused == 400 - log.lines - len(log._waiting) and log.dropped == log.refused
+        assert 0 < log.refused == 400 - log.lines - log.waiting and log.dropped == log.refused
         got = os.read(reader.fileno(), 1 << 20)  # the reader wakes up: what waited goes at close
         log.close()
         got += os.read(reader.fileno(), 1 << 20)
@@ -151,7 +152,9 @@ def test_no_stdout_counts_the_lines_as_failed_and_logs_it_once() -> None:
              "sys.stdout = None\n"
              "log = AccessLog()\n"
              "log.write_lines(b'a\\n', 1)\n"
+             "log.flush()\n"
              "log.write_lines(b'b\\n', 1)\n"
+             "log.flush()\n"
              "print(log.failed, log.lines, file=sys.stderr)\n")
     process = subprocess.run([sys.executable, "-c", child], capture_output=True, timeout=30,
                              cwd=Path(__file__).resolve().parents[1])

@@ -4,8 +4,9 @@
 it adds to the counters of the request's (endpoint, deployment), found once per
 routing table, and appends one tuple to a list when the access log or the span export
 wants the request. Access-log lines are formatted at the end of the loop turn (after
-the answers are sent) and written once 32 KiB are formatted, else in `run`, every
-`interval`; spans are exported there too, and once more in `close` at shutdown.
+the answers are sent) and handed to the log, which writes them in batches (see
+`AccessLog`); `run` flushes it and exports spans every `interval`, and `close` once more
+at shutdown.
 
 How requests end, and what is counted (`status`): the answer completed (the model's
 status); the router answered with its own error (its status; a rejection, with a
@@ -32,9 +33,6 @@ if TYPE_CHECKING:
     from router.front.exchange import Exchange
     from router.settings import RouterSettings
 
-# Access-log lines are written when this much is formatted (or at the interval): a small buffer stays
-# in the CPU's cache, while a whole interval's lines (about half a megabyte at 10,000 req/s) would not.
-WRITE_BYTES = 32 * 1024
 CLIENT_CLOSED = 499  # nginx's code for a client that went away before its answer was complete
 _ROUTES = {b"POST": "/api/v1/endpoint/{endpoint}/score", b"GET": "/api/v1/endpoint/{endpoint}/swagger.json"}
 
@@ -48,8 +46,6 @@ class Telemetry:
         self.spans = spans
         self.interval = interval
         self.records: list[Record] = []  # for the access log: this loop turn's, formatted at its end
-        self._lines: list[bytes] = []  # formatted, to be written at the next interval (or sooner: see _format)
-        self._line_count = self._line_bytes = 0
         self.span_records: list[Record] = []
 
     @classmethod
@@ -134,26 +130,16 @@ class Telemetry:
         in the tail latency)."""
         records, self.records = self.records, []
         if records and self.access_log is not None:
-            lines = self.access_log.format(records, time.time() - perf_counter())
-            self._lines.append(lines)
-            self._line_count += len(records)
-            self._line_bytes += len(lines)
-            if self._line_bytes >= WRITE_BYTES:
-                self._write()
+            self.access_log.write_lines(self.access_log.format(records, time.time() - perf_counter()), len(records))
 
     def flush(self) -> None:
         self._format()
-        self._write()
+        if self.access_log is not None:
+            self.access_log.flush()
         if self.span_records and self.spans is not None:
             records, self.span_records = self.span_records, []
             offset = time.time() - perf_counter()
             self.spans.export(_span(r, offset) for r in records)
-
-    def _write(self) -> None:
-        if self.access_log is not None and (self._lines or self.access_log.waiting):
-            lines, count = self._lines, self._line_count
-            self._lines, self._line_count, self._line_bytes = [], 0, 0
-            self.access_log.write_lines(b"".join(lines), count)
 
     def close(self) -> None:
         self.flush()
@@ -165,7 +151,7 @@ class Telemetry:
 
     def __repr__(self) -> str:
         return (f"<Telemetry metrics={self.metrics} access_log={self.access_log!r} "
-                f"spans={self.spans is not None} pending={len(self.records) + self._line_count}>")
+                f"spans={self.spans is not None} pending={len(self.records)}>")
 
 
 def _reject(stats: RouteStats, error: RouterError, no_replica: bool = False) -> None:
