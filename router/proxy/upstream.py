@@ -55,9 +55,11 @@ def framing(fields: bytes) -> tuple[bool, bool]:
     return found
 
 
+_HEAD_TOO_LARGE = f"the replica's answer headers are over {MAX_HEAD_BYTES} bytes"
+
+
 class _HeadTooLarge(Exception):
-    def __str__(self) -> str:
-        return f"the replica's answer headers are over {MAX_HEAD_BYTES} bytes"
+    """Raised from the parser's callback: a complete head over MAX_HEAD_BYTES."""
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -101,7 +103,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _HeadTooLarge):
-                self._fail(str(exc.__context__))
+                self._fail(_HEAD_TOO_LARGE)
                 return
             if isinstance(exc, httptools.HttpParserCallbackError) and not self._done:
                 logs.logger.error("upstream.callback_failed", exc_info=exc.__context__)
@@ -118,7 +120,7 @@ class UpstreamConnection(asyncio.Protocol):
             if sink is not None:
                 sink.on_response_end(keep_alive)
         elif self._head is not None and self._head_size > MAX_HEAD_BYTES:
-            self._fail(str(_HeadTooLarge()))
+            self._fail(_HEAD_TOO_LARGE)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
