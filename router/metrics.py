@@ -155,7 +155,7 @@ class RouterCollector:
                                     value=len(plane.connections))
             log = plane.telemetry.access_log
             yield CounterMetricFamily(PREFIX + "access_log_dropped_lines", "Access-log lines never written: the "
-                                      "reader of the log fell 16 MiB behind, or the stream failed",
+                                      "reader of the log fell too far behind, or the stream failed",
                                       value=log.dropped if log is not None else 0)
         yield CounterMetricFamily(PREFIX + "config_reloads", "Configuration changes applied after the first",
                                   value=getattr(self.source, "reloads", 0))

@@ -69,8 +69,8 @@ class DeploymentRoute:
 
 
 class EndpointRoute:
-    __slots__ = ("accepted", "auth_mode", "deployments", "keys", "mirror", "mirror_percent", "name", "spec", "split",
-                 "tokens")
+    __slots__ = ("auth_mode", "authorizations", "deployments", "keys", "mirror", "mirror_percent", "name", "spec",
+                 "split", "tokens")
 
     def __init__(self, spec: OnlineEndpoint, keys: tuple[bytes, ...], deployments: dict[str, DeploymentRoute],
                  previous: EndpointRoute | None = None, token_key: bytes | None = None) -> None:
@@ -78,9 +78,9 @@ class EndpointRoute:
         self.name = spec.name
         self.auth_mode = spec.auth_mode
         self.keys = keys
-        # Authorization header values that matched a key of this table: checked once, then looked up (the
-        # lookup hashes with the process's secret seed, so its timing tells nothing about a key)
-        self.accepted: set[bytes] = set()
+        # the Authorization header values of its keys, as clients send them: looked up (the lookup hashes with
+        # the process's secret seed, so its timing tells nothing about a key); other spellings are compared
+        self.authorizations = frozenset(b"Bearer " + key for key in keys)
         self.tokens = TokenChecker(spec.name, token_key) if spec.auth_mode == "aml_token" else None
         self.deployments = deployments
         self.split: TrafficSplit = (previous.split if previous is not None and previous.spec.traffic == spec.traffic

@@ -53,7 +53,6 @@ def new_request_id() -> bytes:
 
 _HEX = os.urandom(10).hex()
 _ID_PREFIX = f"{_HEX[:8]}-{_HEX[8:12]}-{_HEX[12:16]}-{_HEX[16:]}-".encode()
-_ACCEPTED_MAX = 64  # Authorization values remembered per endpoint and routing table
 
 
 class RequestHead:
@@ -170,11 +169,8 @@ def resolve(table: RoutingTable, head: RequestHead) -> tuple[EndpointRoute, Depl
         raise MethodNotAllowed(f"use {expected.decode()} here", headers=(("allow", expected.decode()),))
     if endpoint.tokens is not None:
         endpoint.tokens.check(bearer(head.authorization, "token"))
-    elif head.authorization not in endpoint.accepted:
+    elif head.authorization not in endpoint.authorizations:
         authorize(head.authorization, endpoint.keys)
-        if len(endpoint.accepted) >= _ACCEPTED_MAX:
-            endpoint.accepted.clear()
-        endpoint.accepted.add(head.authorization)
     if head.pinned:
         deployment = endpoint.deployments.get(head.pinned.decode("latin-1"))
         if deployment is None:
