@@ -53,15 +53,20 @@ def drive(port: int, requests: int, connections: int, body_bytes: int = 1024) ->
     failed = [0] * connections
 
     def one(i: int, count: int) -> None:
-        with socket.create_connection(("127.0.0.1", port), timeout=60) as s, s.makefile("rb") as answers:
-            for _ in range(count):
-                s.sendall(request)
-                failed[i] += b" 200 " not in answers.readline()
-                length = 0
-                while (line := answers.readline()) not in (b"\r\n", b""):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line[15:])
-                answers.read(length)
+        left = count
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=60) as s, s.makefile("rb") as answers:
+                while left:
+                    s.sendall(request)
+                    failed[i] += b" 200 " not in answers.readline()
+                    length = 0
+                    while (line := answers.readline()) not in (b"\r\n", b""):
+                        if line.lower().startswith(b"content-length:"):
+                            length = int(line[15:])
+                    answers.read(length)
+                    left -= 1
+        except OSError:  # the connection failed: this request and the ones not sent count as failed
+            failed[i] += left
 
     share = [requests // connections + (i < requests % connections) for i in range(connections)]
     threads = [threading.Thread(target=one, args=(i, n)) for i, n in enumerate(share)]

@@ -99,7 +99,7 @@ def test_trailers_of_a_chunked_body_are_dropped_and_the_next_request_starts_clea
         first = read_until(s, lambda got: b"\r\n\r\n" in got)
         s.sendall(req(extra="Connection: close\r\n"))
         answers = read_all(s, quiet_after=10)
-    assert statuses(first) == [200] and statuses(answers)[-1:] == [200]
+    assert statuses(first) == [200] and statuses(answers) == [200]
     with connect(router.port) as s:  # the same, pipelined: the trailers and the next head in one read
         s.sendall(chunked + trailers + req(extra="Connection: close\r\n"))
         assert statuses(read_all(s, quiet_after=10)) == [200, 200]

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[2] / "loadtests" / "bench.py"
 
 
@@ -31,6 +33,7 @@ def test_bench_measures_direct_nginx_and_router() -> None:
     assert len(report["costs"]) == 4 and all(math.isfinite(cost) for cost in report["costs"].values())
 
 
+@pytest.mark.timeout(660)  # valgrind is slow on a busy machine: the run's own limit, not the suite's 120 s
 def test_instructions_per_request_are_counted() -> None:
     script = BENCH.with_name("instructions.py")
     out = subprocess.run([sys.executable, str(script), "--requests", "100", "--variant", "router", "--json"],
