@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import http.client
 import socket
-import threading
 import time
 from pathlib import Path
 
-from tests.routing import Config, RouterProcess, closed_port, start_router
+from tests.routing import Config, RouterProcess, closed_port, connect, one_shot_replica, start_router
 from tests.scrape import Scrape, scrape, wait_for
 
 SCORE = "/api/v1/endpoint/demo/score"
@@ -28,7 +27,7 @@ def post(router: RouterProcess, body: bytes = b"{}", query: str = "") -> int:
 
 def send_head(router: RouterProcess, query: str, content_length: int, body: bytes) -> socket.socket:
     """A request whose body is `body` of `content_length` bytes, sent on a socket left open."""
-    s = socket.create_connection(("127.0.0.1", router.port))
+    s = connect(router.port, timeout=15)
     s.sendall(f"POST {SCORE}?{query} HTTP/1.1\r\nHost: r\r\nAuthorization: Bearer {router.key}\r\n"
               f"Content-Length: {content_length}\r\n\r\n".encode() + body)
     return s
@@ -47,30 +46,11 @@ def settled(router: RouterProcess, sent: int, dropped: int) -> None:
     assert copies(scrape(router)) == (0, sent, dropped)
 
 
-def hanging_up_server() -> tuple[socket.socket, threading.Thread]:
-    """A replica that reads a request and closes the connection without an answer."""
-    server = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:  # closed: the test is over
-                return
-            with conn:
-                conn.recv(65536)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    return server, thread
-
-
 def test_the_in_flight_count_of_copies_returns_to_zero_however_they_end(sample_model_factory,
                                                                         tmp_path: Path) -> None:
     live = sample_model_factory("--name", "live")
     shadow = sample_model_factory("--name", "shadow")
     hung = sample_model_factory("--name", "hung", "--latency-ms", "6000")
-    hanging_up, server_thread = hanging_up_server()
     config = (Config().deployment("live", [live.url], weight=100, concurrency=8)
               .deployment("shadow", [shadow.url], concurrency=4))
     config.mirror = {"shadow": 50}  # every second request, exactly: pairs of requests make one copy each
@@ -98,15 +78,16 @@ def test_the_in_flight_count_of_copies_returns_to_zero_however_they_end(sample_m
             shadow_at(f"http://127.0.0.1:{port}")
             assert [post(router) for _ in range(2)] == [200] * 2
             clients = [send_head(router, "latency_ms=500", 2, b"{}") for _ in range(2)]
-            settled(router, sent=2, dropped=2)  # the copy failed while the live requests are at the model
+            settled(router, sent=2, dropped=2)  # the failed copy is counted out (neither sent nor dropped)
             for s in clients:
                 s.close()
             settled(router, sent=2, dropped=2)  # its client leaving does not count it out again
 
         # the mirror's replica hangs up on the copy it was sent
-        shadow_at(f"http://127.0.0.1:{hanging_up.getsockname()[1]}")
-        assert [post(router) for _ in range(2)] == [200] * 2
-        settled(router, sent=3, dropped=2)
+        with one_shot_replica(b"") as hanging_up:
+            shadow_at(hanging_up)
+            assert [post(router) for _ in range(2)] == [200] * 2
+            settled(router, sent=3, dropped=2)
 
         # the mirror's replica is too slow for its timeout; a copy that finds its one slot taken is dropped
         shadow_at(hung.url, timeout_ms=2000, concurrency=1)  # the four posts take far less than 2 s
@@ -116,12 +97,9 @@ def test_the_in_flight_count_of_copies_returns_to_zero_however_they_end(sample_m
         # a copy under way whose live client goes away goes on, and ends
         shadow_at(shadow.url)
         clients = [send_head(router, "latency_ms=300", 2, b"{}") for _ in range(2)]
-        time.sleep(0.1)
+        assert wait_for(router, lambda m: m.value(IN_FLIGHT) == 1).value(IN_FLIGHT) == 1  # the copy is under way
         for s in clients:
             s.close()
         settled(router, sent=5, dropped=3)
     finally:
         router.stop()
-        hanging_up.shutdown(socket.SHUT_RDWR)  # wakes the accept() (a close alone would not)
-        hanging_up.close()
-        server_thread.join(5)

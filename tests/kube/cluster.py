@@ -78,6 +78,16 @@ def secret(name: str, *, namespace: str = "default", **keys: str) -> Obj:
             "type": "Opaque", "data": {k: base64.b64encode(v.encode()).decode() for k, v in keys.items()}}
 
 
+def seed_demo(api_server: Any, key: str, port: int | None = None) -> None:
+    """Endpoint demo (primary key `key`), its deployment blue on Service demo-blue and, given a port, one
+    ready replica, created in the fake API server."""
+    api_server.create("secrets", secret("demo-keys", primaryKey=key))
+    api_server.create("onlineendpoints", endpoint("demo", {"blue": 100}))
+    api_server.create("onlinedeployments", deployment("blue", "demo", "demo-blue"))
+    if port is not None:
+        api_server.create("endpointslices", endpoint_slice("demo-blue-0", "demo-blue", port))
+
+
 @dataclass
 class KubeRouter:
     process: ManagedProcess

@@ -26,6 +26,7 @@ from tests.kube.cluster import (
     endpoint,
     endpoint_slice,
     secret,
+    seed_demo,
     start_kube_router,
     wait_until,
 )
@@ -57,15 +58,6 @@ def condition(api: FakeApiServer, plural: str, name: str, kind: str) -> dict[str
 
 def models(factory: Callable[..., SampleModel], *names: str) -> dict[str, SampleModel]:
     return {name: factory("--name", name) for name in names}
-
-
-def seed_demo(api_server: FakeApiServer, port: int | None = None) -> None:
-    """Endpoint demo (key K1), its deployment blue on Service demo-blue and, given a port, one ready replica."""
-    api_server.create("secrets", secret("demo-keys", primaryKey=K1))
-    api_server.create("onlineendpoints", endpoint("demo", {"blue": 100}))
-    api_server.create("onlinedeployments", deployment("blue", "demo", "demo-blue"))
-    if port is not None:
-        api_server.create("endpointslices", endpoint_slice("demo-blue-0", "demo-blue", port))
 
 
 def test_every_change_is_routed_within_two_seconds_without_a_failed_request(
@@ -144,7 +136,7 @@ def test_cut_watches_410_and_a_long_outage_end_in_the_api_servers_state(
         api_server: FakeApiServer, kubeconfig: Path, sample_model_factory: Callable[..., SampleModel],
         routers: list[KubeRouter]) -> None:
     m = models(sample_model_factory, "blue-0", "blue-1", "blue-2")
-    seed_demo(api_server)
+    seed_demo(api_server, K1)
     for name, model in m.items():
         api_server.create("endpointslices", endpoint_slice(f"demo-{name}", "demo-blue", model.port))
     routers.append(router := start_kube_router(kubeconfig))
@@ -216,7 +208,7 @@ def test_an_invalid_endpoint_is_rejected_alone_with_a_condition_naming_the_field
         api_server: FakeApiServer, kubeconfig: Path, sample_model_factory: Callable[..., SampleModel],
         routers: list[KubeRouter]) -> None:
     model = sample_model_factory("--name", "blue-0")
-    seed_demo(api_server, model.port)
+    seed_demo(api_server, K1, model.port)
     routers.append(router := start_kube_router(kubeconfig))
     router.wait_ready()
 
@@ -262,7 +254,7 @@ def test_ready_only_after_the_first_full_sync(api_server: FakeApiServer, kubecon
                                              sample_model_factory: Callable[..., SampleModel],
                                              routers: list[KubeRouter]) -> None:
     model = sample_model_factory("--name", "blue-0")
-    seed_demo(api_server, model.port)
+    seed_demo(api_server, K1, model.port)
     with api_server.outage():
         routers.append(router := start_kube_router(kubeconfig, "--namespace", "default"))
         time.sleep(1.0)
@@ -280,7 +272,7 @@ def test_only_the_lease_holder_writes_status_and_a_follower_takes_over(
         tmp_path: Path, sample_model_factory: Callable[..., SampleModel], routers: list[KubeRouter]) -> None:
     m = models(sample_model_factory, "blue-0", "blue-1")
     with FakeApiServer(tokens=("token-a", "token-b")) as api_server:
-        seed_demo(api_server, m["blue-0"].port)
+        seed_demo(api_server, K1, m["blue-0"].port)
         for token in ("token-a", "token-b"):
             routers.append(start_kube_router(api_server.kubeconfig(tmp_path / token, token=token)))
         for router in routers:

@@ -21,7 +21,7 @@ import pytest
 
 from router.tls import PemPair
 from tests.helpers import SampleModel, run_to_exit, start_process
-from tests.kube.cluster import deployment, endpoint, endpoint_slice, secret, wait_until
+from tests.kube.cluster import secret, seed_demo, wait_until
 from tests.kube.fake_apiserver import FakeApiServer
 from tests.tls.conftest import TlsRouter
 from tests.tls.pki import CNAME, DAY, Pki, leaf_fingerprint, new_pki, now, served_fingerprint
@@ -47,11 +47,7 @@ def tls_secret(pair: PemPair, keys: tuple[str, str] = ("cert.pem", "key.pem")) -
 @pytest.fixture
 def cluster(api_server: FakeApiServer, sample_model_factory: Callable[..., SampleModel]) -> FakeApiServer:
     """An endpoint `demo` whose one deployment is a real sample model."""
-    model = sample_model_factory("--name", "blue-0")
-    api_server.create("secrets", secret("demo-keys", primaryKey=KEY))
-    api_server.create("onlineendpoints", endpoint("demo", {"blue": 100}))
-    api_server.create("onlinedeployments", deployment("blue", "demo", "demo-blue"))
-    api_server.create("endpointslices", endpoint_slice("demo-blue-0", "demo-blue", model.port))
+    seed_demo(api_server, KEY, sample_model_factory("--name", "blue-0").port)
     return api_server
 
 
