@@ -9,8 +9,22 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from router.errors import ConfigError
+
+# The groups of `serve --help`, in the order a reader looks for them.
+GROUPS = ("listeners and TLS", "resources and cluster", "replicas and balancing", "limits and timeouts",
+          "drain", "observability", "peers and workers")
+
+
+def setting(default: Any, help: str, *, group: str, unit: str = "", repr: bool = True) -> Any:  # noqa: A002
+    """Declare one setting: its default, a one-line help, its `serve --help` group and unit (s, bytes, ...).
+
+    The flag, the `ROUTER_` variable, `--help` and the README's settings table are all made from this.
+    """
+    assert group in GROUPS, group
+    return field(default=default, repr=repr, metadata={"help": help, "group": group, "unit": unit})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
