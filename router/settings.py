@@ -18,7 +18,7 @@ GROUPS = ("listeners and TLS", "resources and cluster", "replicas and balancing"
           "drain", "observability", "peers and workers")
 
 
-def setting(default: Any, help: str, *, group: str, unit: str = "", repr: bool = True) -> Any:  # noqa: A002
+def setting(default: Any, help: str, *, group: str, unit: str = "", repr: bool = True) -> Any:
     """Declare one setting: its default, a one-line help, its `serve --help` group and unit (s, bytes, ...).
 
     The flag, the `ROUTER_` variable, `--help` and the README's settings table are all made from this.
