@@ -68,6 +68,11 @@ class RouterSettings:
     metrics: bool = True
     # OpenTelemetry span export: off, otlp (OTEL_EXPORTER_OTLP_* variables) or console; needs the otel extra
     trace_export: str = "off"
+    admin_host: str = setting("127.0.0.1", "the admin port's address (health, metrics, /token): loopback "
+                              "unless it must be reached from elsewhere (the chart binds the pod's address)",
+                              group="listeners and TLS")
+    debug_endpoints: bool = setting(False, "serve /debug/deployments on the admin port: replica addresses "
+                                    "and load, for whoever reaches that port", group="observability")
 
     @property
     def tls_configured(self) -> bool:
