@@ -307,6 +307,23 @@ CASES: list[tuple[str, Mutation, str]] = [
      SE + "stringData.secondaryKey: must be a string, got a number"),
     ("data not a mapping", _at(SECRET, "data", value="x"),
      SE + "data: must be a mapping of key names to values, got a string"),
+    # keys: long enough, not a placeholder, sendable in a header
+    ("placeholder key", _at(SECRET, "stringData", "secondaryKey", value="..."),
+     SE + "stringData.secondaryKey: must be at least 16 characters (Azure ML's keys are 32), has 3"),
+    ("one-character key", _at(SECRET, "data", "primaryKey", value=_b64(" ")),
+     SE + "data.primaryKey: must be at least 16 characters (Azure ML's keys are 32), has 1"),
+    ("15-character key", _at(SECRET, "stringData", "secondaryKey", value="k" * 14 + "!"),
+     SE + "stringData.secondaryKey: must be at least 16 characters"),
+    ("long placeholder key", _at(SECRET, "stringData", "secondaryKey", value="<your-secondary-key>"),
+     SE + "stringData.secondaryKey: looks like a placeholder: put a real key here"),
+    ("dots in a key", _at(SECRET, "stringData", "secondaryKey", value="paste-your-key-here..."),
+     SE + "stringData.secondaryKey: looks like a placeholder"),
+    ("one character repeated", _at(SECRET, "stringData", "secondaryKey", value="x" * 32),
+     SE + "stringData.secondaryKey: looks like a placeholder"),
+    ("space in a key", _at(SECRET, "stringData", "secondaryKey", value="two words-Tg5Hy6Ju7Ki8Lo9P"),
+     SE + "stringData.secondaryKey: must be printable ASCII without spaces: it is sent in an HTTP header"),
+    ("short signing key", _at(SECRET, "stringData", "tokenSigningKey", value="signing"),
+     SE + "stringData.tokenSigningKey: must be at least 16 characters"),
     # duplicates
     ("duplicate deployment", lambda docs: docs.append(copy.deepcopy(docs[BLUE])),
      BL + "metadata.name: duplicate of document 2"),
@@ -325,6 +342,20 @@ def test_each_rule_names_the_document_and_field(mutate: Mutation, expected: str)
     problems = problems_of(docs)
 
     assert any(expected in problem for problem in problems), problems
+
+
+def test_a_refused_key_is_never_shown() -> None:
+    for value in ("MARKER-1", "<MARKER-2-placeholder>", "MARKER 3 with spaces in it", "MARKER-4..."):
+        docs = example()
+        docs[SECRET]["stringData"]["secondaryKey"] = value
+        (problem,) = problems_of(docs)
+        assert "MARKER" not in problem and problem.startswith(SE + "stringData.secondaryKey: "), problem
+
+
+def test_a_secret_shows_the_names_of_its_keys_never_their_values() -> None:
+    (secret,) = parse_documents(example()).secrets
+    assert repr(secret) == "Secret(models/mnist-keys, keys=['primaryKey', 'secondaryKey'])"
+    assert secret.data["primaryKey"] not in repr(parse_documents(example())) + str(secret)
 
 
 def test_every_problem_is_reported_at_once() -> None:
