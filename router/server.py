@@ -146,8 +146,10 @@ class RouterServer:
 
             listeners.append(await loop.create_server(tls_protocol, sock=sock, ssl=tls.tls.listener, backlog=2048,
                                                       ssl_handshake_timeout=HANDSHAKE_TIMEOUT))
-        admin_sock = bind(settings.admin_host, settings.admin_port)
-        self.ports["admin_port"] = admin_sock.getsockname()[1]
+        first, *others = settings.admin_hosts
+        admin_socks = [bind(first, settings.admin_port)]
+        self.ports["admin_port"] = admin_socks[0].getsockname()[1]  # port 0: the others take the same one
+        admin_socks += [bind(host, self.ports["admin_port"]) for host in others]
         collector = metrics.RouterCollector(telemetry.stats, lambda: self.plane, self.source)
         admin_app = build_admin_app(lambda: self.ready and self.source.synced,
                                     self.debug_deployments if settings.debug_endpoints else None,
@@ -158,7 +160,7 @@ class RouterServer:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
         tasks = [
-            loop.create_task(admin.serve(sockets=[admin_sock]), name="admin-server"),
+            loop.create_task(admin.serve(sockets=admin_socks), name="admin-server"),
             loop.create_task(self.source.watch(self.apply), name="config-watch"),
             loop.create_task(self._sweep_pools(), name="pool-sweeper"),
             loop.create_task(telemetry.run(), name="telemetry-flush"),

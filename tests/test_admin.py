@@ -86,10 +86,11 @@ def test_the_admin_port_binds_loopback_unless_told_otherwise(
         assert not reachable("127.0.0.2", router.admin_port)  # not where the scoring port is
     finally:
         router.stop()
-    router = start(tmp_path, sample_model_factory, "--admin-host", "127.0.0.3")
+    router = start(tmp_path, sample_model_factory, "--admin-host", "127.0.0.3, 127.0.0.4")  # as the chart: two
     try:
-        assert reachable("127.0.0.3", router.admin_port) and not reachable("127.0.0.1", router.admin_port)
-        assert httpx.get(f"http://127.0.0.3:{router.admin_port}/healthz", timeout=5).status_code == 200
+        assert not reachable("127.0.0.1", router.admin_port)
+        for host in ("127.0.0.3", "127.0.0.4"):
+            assert httpx.get(f"http://{host}:{router.admin_port}/healthz", timeout=5).status_code == 200
     finally:
         router.stop()
 

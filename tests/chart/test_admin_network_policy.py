@@ -15,10 +15,12 @@ from tests.chart.test_chart import container, values
 POLICY = ("NetworkPolicy", f"{NAME}-admin")
 
 
-def test_the_admin_port_binds_the_pod_ip() -> None:
-    env = {e["name"]: e for e in container(render(values()))["env"]}
-    assert env["ROUTER_ADMIN_HOST"] == {"name": "ROUTER_ADMIN_HOST",
-                                        "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+def test_the_admin_port_binds_the_pod_ip_and_loopback() -> None:
+    env = container(render(values()))["env"]
+    names = [e["name"] for e in env]
+    pod_ip, admin_host = env[names.index("POD_IP")], env[names.index("ROUTER_ADMIN_HOST")]
+    assert pod_ip["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert admin_host["value"] == "$(POD_IP),127.0.0.1" and names.index("POD_IP") < names.index("ROUTER_ADMIN_HOST")
 
 
 def test_by_default_no_pod_reaches_the_admin_port_and_every_client_the_scoring_ports() -> None:
