@@ -13,14 +13,13 @@ expire), so the signature is computed once per token, not once per request.
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import jwt
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from router.errors import ConfigError, Unauthorized
 
@@ -44,8 +43,8 @@ def signing_key(secret_data: Mapping[str, str], namespace: str, endpoint: str) -
 
 @functools.lru_cache(maxsize=1024)  # a routing table is rebuilt on every change: derive once per key
 def derived_key(primary_key: str, salt: str) -> bytes:
-    kdf = PBKDF2HMAC(hashes.SHA256(), 32, b"inference-router token signing:" + salt.encode(), KDF_ITERATIONS)
-    return kdf.derive(primary_key.encode())
+    return hashlib.pbkdf2_hmac("sha256", primary_key.encode(), b"inference-router token signing:" + salt.encode(),
+                               KDF_ITERATIONS)
 
 
 def parse_ttl(text: str, name: str = "--ttl") -> int:
