@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from router.admin import FAILED_ATTEMPTS, FAILED_WINDOW_S
+from router.admin import FAILED_ATTEMPTS, FAILED_WINDOW_S, FailedAttempts
 from tests.front.test_hostile_input import token_endpoint_documents
 from tests.helpers import SampleModel
 from tests.routing import Config, RouterProcess, start_router, start_sample_model
@@ -181,3 +181,18 @@ def test_a_bad_ttl_is_a_400_naming_the_query_parameter(token_router: RouterProce
     error = assert_error(r, 400, "BadRequest")
     assert error["message"].startswith(message) and len(error["message"]) < 200
     assert "Traceback" not in token_router.process.output()
+
+
+def test_failed_attempts_slide_and_stay_bounded() -> None:
+    attempts = FailedAttempts(limit=3, window=60)
+    for t in (0.0, 10.0, 20.0):
+        assert attempts.wait("a", t) == 0
+        attempts.failed("a", t)
+    assert attempts.wait("a", 30.0) == 30.0  # until the failure at 0 is a minute old
+    assert attempts.wait("b", 30.0) == 0
+    assert attempts.wait("a", 60.0) == 0  # one slot free again: one more try
+    attempts.failed("a", 60.0)
+    assert attempts.wait("a", 61.0) == 9.0
+    for n in range(10_050):
+        attempts.failed(f"10.0.{n // 256}.{n % 256}", 100.0)
+    assert repr(attempts) == "<FailedAttempts 10000 clients, 3 per 60 s>"
