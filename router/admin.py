@@ -54,10 +54,7 @@ class FailedAttempts:
 
     def failed(self, client: str, now: float) -> None:
         if client not in self._failures and len(self._failures) >= _TRACKED_CLIENTS:
-            for known in list(self._failures):  # forget who has waited out the window, else the oldest
-                self.wait(known, now)
-            if len(self._failures) >= _TRACKED_CLIENTS:
-                del self._failures[next(iter(self._failures))]
+            del self._failures[next(iter(self._failures))]  # the client that first failed: the likeliest done
         self._failures.setdefault(client, deque(maxlen=self.limit)).append(now)
 
     def __repr__(self) -> str:
