@@ -3,8 +3,8 @@
 A request's path through the package, top to bottom:
 
 - `cli` parses the command line; `server` runs the lifecycle (load the first
-  configuration, bind, serve, drain on SIGTERM) and `admin` answers health checks
-  on a separate port.
+  configuration, bind, serve, drain on SIGTERM) and `admin` answers health checks,
+  metrics and tokens on a separate port (loopback unless `--admin-host` says more).
 - `discovery` turns a YAML file, or Kubernetes watches (`discovery.kubernetes`, the
   only user of the `kubernetes` client), into validated, immutable resources
   (`model`); an invalid document is refused with a message naming its field, and

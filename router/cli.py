@@ -55,7 +55,7 @@ def _token(args: argparse.Namespace) -> int:
             raise ConfigError([f"endpoint {args.endpoint!r} uses authMode {endpoint.auth_mode!r}: it takes keys"])
         secret = next((s for s in resources.secrets if s.namespace == endpoint.namespace
                        and s.name == endpoint.keys_secret_ref), None)
-        key = tokens.signing_key(secret.data) if secret else None
+        key = tokens.signing_key(secret.data, endpoint.namespace, endpoint.name) if secret else None
         if key is None:
             raise ConfigError([f"endpoint {args.endpoint!r}: its Secret has no tokenSigningKey or primaryKey"])
         print(json.dumps(tokens.issue(endpoint.name, key, tokens.parse_ttl(args.ttl))))
@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--admin-port", type=int, default=9090, help="admin port (0: any free port)")
     demo.set_defaults(func=_demo)
 
-    model = commands.add_parser("sample-model", help="a sample scoring server")
+    model = commands.add_parser("sample-model", help="a sample scoring server, for demos and tests",
+                                description=sample_model.SUMMARY)
     sample_model.add_arguments(model)
     model.set_defaults(func=sample_model.run)
 

@@ -83,7 +83,7 @@ async def _demo(args: argparse.Namespace) -> int:
                 models.append(proc)
             config = write_config(Path(tmp), urls, key)
             settings = RouterSettings(allow_insecure_connections=True, host="127.0.0.1", port=args.port,
-                                      admin_port=args.admin_port)
+                                      admin_port=args.admin_port, debug_endpoints=True)  # all on loopback
             server = RouterServer(settings, FileSource(config))
             task = asyncio.create_task(server.run(), name="router")
             started = asyncio.create_task(server.started.wait())

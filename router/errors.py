@@ -49,6 +49,10 @@ class UriTooLong(RouterError):
     status, code = 414, "UriTooLong"
 
 
+class TooManyRequests(RouterError):
+    status, code = 429, "TooManyRequests"
+
+
 class HeadersTooLarge(RouterError):
     status, code = 431, "RequestHeaderFieldsTooLarge"
 

@@ -81,6 +81,9 @@ class Secret:
         """The endpoint keys it holds: primaryKey and secondaryKey, those not empty."""
         return tuple(self.data[k] for k in ("primaryKey", "secondaryKey") if self.data.get(k))
 
+    def __repr__(self) -> str:  # the names of its keys, never their values
+        return f"Secret({self.namespace}/{self.name}, keys={sorted(self.data)})"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Resources:

@@ -1,5 +1,8 @@
 """A real scoring server for demos, tests and load tests (`inference-router sample-model`).
 
+Not a model to put behind a public router: any caller with a key can use its test hooks to ask for
+large or slow answers (bounded below, so one call costs at most 64 MiB or one minute of a slot).
+
 Routes:
     GET  /              liveness: 200 {"status": "alive", "name": NAME}
     GET  /swagger.json  an OpenAPI 2.0 document describing POST /score; info.title is NAME
@@ -12,17 +15,18 @@ Routes:
                         null; `authorization` only as true/false, never its value).
 
 Test hooks, query parameters of POST /score (at most one of status, echo, stream, size):
-    latency_ms=N            this request's latency instead of the server's (0..600000 ms)
+    latency_ms=N            this request's latency instead of the server's (0..60000 ms)
     status=N                answer status N (200..599) with {"name", "status": N} and the response
                             header `x-model-header: kept` (a model's own answer, to pass through as is)
     echo=1                  the request body back unchanged (application/octet-stream, chunked); it is
                             read in full first, so a client that sends all before it reads cannot deadlock
     echo=duplex             the same, but each piece is sent back as it arrives (full duplex; a client
                             must read while it sends, or both sides stall once the socket buffers fill)
-    stream=N&interval_ms=M  server-sent events (text/event-stream, chunked): N events `data: {"i": k}`,
-                            each one M ms after the previous one (M defaults to 100)
-    size=N                  exactly N bytes of application/octet-stream (Content-Length: N), sent in
-                            64 KiB pieces
+    stream=N&interval_ms=M  server-sent events (text/event-stream, chunked): N events `data: {"i": k}`
+                            (N up to 10000), each one M ms after the previous one (M defaults to 100;
+                            N * M at most 60000)
+    size=N                  exactly N bytes of application/octet-stream (Content-Length: N, at most
+                            64 MiB), sent in 64 KiB pieces
 A bad value answers 400 {"error": MESSAGE, "name": NAME}. Latency and failure injection come first.
 
 `serve` binds its socket itself (port 0 picks a free one) and then prints one JSON line to stdout,
@@ -51,14 +55,17 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 _N = TypeVar("_N", int, float)
+SUMMARY = ("A sample scoring model for demos and tests: its test hooks (?size=, ?latency_ms=, ?status=, ...) "
+           "let any caller with a key ask for large or slow answers, so do not serve it publicly.")
 
 _IDS = ("x-request-id", "x-ms-client-request-id", "traceparent")
 _FORWARDED = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host")
 _SELECTED_HEADERS = (*_IDS, *_FORWARDED, "host", "content-type")  # and authorization, as present or not
 _PIECE = bytes(range(256)) * 256  # 64 KiB
-_MAX_LATENCY_MS = 600_000.0
-_MAX_EVENTS = 100_000
-_MAX_SIZE = 1 << 36
+# Bounds of the test hooks: what one call may cost the model (and the router's slot)
+_MAX_LATENCY_MS = 60_000.0
+_MAX_EVENTS = 10_000
+_MAX_SIZE = 64 << 20
 _OCTETS = "application/octet-stream"
 
 
@@ -194,6 +201,8 @@ def build_app(*, name: str = "model", latency_ms: float = 0, fail_rate: float = 
             events = _param(query, "stream", int, 0, 0, _MAX_EVENTS) if "stream" in query else None
             interval = _param(query, "interval_ms", float, 100.0, 0.0, _MAX_LATENCY_MS) / 1000
             size = _param(query, "size", int, 0, 0, _MAX_SIZE) if "size" in query else None
+            if events is not None and events * interval * 1000 > _MAX_LATENCY_MS:
+                raise _BadQuery(f"stream * interval_ms must be at most {_MAX_LATENCY_MS:g} ms")
             if (status is not None) + (echo != "0") + (events is not None) + (size is not None) > 1:
                 raise _BadQuery("use at most one of status, echo, stream, size")
         except _BadQuery as exc:
@@ -315,7 +324,6 @@ def run(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     _parser = argparse.ArgumentParser(
-        prog="python -m router.sample_model", description="A sample scoring model."
-    )
+        prog="python -m router.sample_model", description=SUMMARY)
     add_arguments(_parser)
     sys.exit(run(_parser.parse_args()))

@@ -26,7 +26,7 @@ from router.balancing.admission import Policy
 from router.balancing.table import RoutingTable
 from router.discovery.file import FileSource
 from router.discovery.source import ServiceReplicas, Source
-from router.errors import BadRequest, ConfigError, NotFound, RouterError
+from router.errors import BadRequest, ConfigError
 from router.front.connection import DataPlane
 from router.front.limits import ClientLimits
 from router.front.scoring import authorize
@@ -92,22 +92,21 @@ class RouterServer:
             for waiter, replica in balancer.dispatch(now):
                 waiter.admitted(replica)
 
-    def issue_token(self, endpoint: str, authorization: str, ttl: str) -> tuple[int, dict[str, Any]]:
-        """A token for an `aml_token` endpoint, to a caller that holds one of its keys (admin API)."""
+    def issue_token(self, endpoint: str, authorization: str, ttl: str) -> dict[str, Any]:
+        """A token for an `aml_token` endpoint, to a caller that holds one of its keys (admin API).
+
+        An unknown endpoint fails as a wrong key does: the answer does not tell which endpoints exist."""
         route = self.plane.table.endpoints.get(endpoint) if self.plane else None
+        authorize(authorization.encode("latin-1"), route.keys if route is not None else ())
+        assert route is not None  # no keys, no match
+        if route.tokens is None:
+            raise BadRequest(f"endpoint {endpoint!r} uses key auth: it takes keys, not tokens")
+        if route.tokens.key is None:
+            raise BadRequest(f"endpoint {endpoint!r} has no token signing key in its Secret")
         try:
-            if route is None:
-                raise NotFound(f"endpoint {endpoint[:64]!r} not found")
-            authorize(authorization.encode("latin-1"), route.keys)
-            if route.tokens is None:
-                raise BadRequest(f"endpoint {endpoint!r} uses key auth: it takes keys, not tokens")
-            if route.tokens.key is None:
-                raise BadRequest(f"endpoint {endpoint!r} has no token signing key in its Secret")
-            return 200, tokens.issue(endpoint, route.tokens.key, tokens.parse_ttl(ttl))
-        except RouterError as error:
-            return error.status, {"error": {"code": error.code, "message": error.message}}
+            return tokens.issue(endpoint, route.tokens.key, tokens.parse_ttl(ttl, "ttl (query parameter)"))
         except ConfigError as error:
-            return 400, {"error": {"code": "BadRequest", "message": error.problems[0]}}
+            raise BadRequest(error.problems[0]) from None
 
     def debug_deployments(self) -> dict[str, object]:
         """Per deployment and replica: slots in use, queue, latency, ejection (admin /debug/deployments)."""
@@ -147,10 +146,13 @@ class RouterServer:
 
             listeners.append(await loop.create_server(tls_protocol, sock=sock, ssl=tls.tls.listener, backlog=2048,
                                                       ssl_handshake_timeout=HANDSHAKE_TIMEOUT))
-        admin_sock = bind(settings.host, settings.admin_port)
-        self.ports["admin_port"] = admin_sock.getsockname()[1]
+        first, *others = settings.admin_hosts
+        admin_socks = [bind(first, settings.admin_port)]
+        self.ports["admin_port"] = admin_socks[0].getsockname()[1]  # port 0: the others take the same one
+        admin_socks += [bind(host, self.ports["admin_port"]) for host in others]
         collector = metrics.RouterCollector(telemetry.stats, lambda: self.plane, self.source)
-        admin_app = build_admin_app(lambda: self.ready and self.source.synced, self.debug_deployments,
+        admin_app = build_admin_app(lambda: self.ready and self.source.synced,
+                                    self.debug_deployments if settings.debug_endpoints else None,
                                     self.issue_token, metrics=lambda: metrics.exposition(collector))
         admin = _AdminServer(uvicorn.Config(admin_app, log_level="warning", access_log=False, lifespan="off"))
 
@@ -158,7 +160,7 @@ class RouterServer:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
         tasks = [
-            loop.create_task(admin.serve(sockets=[admin_sock]), name="admin-server"),
+            loop.create_task(admin.serve(sockets=admin_socks), name="admin-server"),
             loop.create_task(self.source.watch(self.apply), name="config-watch"),
             loop.create_task(self._sweep_pools(), name="pool-sweeper"),
             loop.create_task(telemetry.run(), name="telemetry-flush"),
@@ -171,7 +173,7 @@ class RouterServer:
         gc.freeze()
         gc.set_threshold(20_000, 50, 100)
         self.ready = True
-        logs.event("listening", host=settings.host, **self.ports)
+        logs.event("listening", host=settings.host, admin_host=settings.admin_host, **self.ports)
         self.started.set()
         await self._stop.wait()
         await self._drain(listeners)

@@ -68,6 +68,15 @@ class RouterSettings:
     metrics: bool = True
     # OpenTelemetry span export: off, otlp (OTEL_EXPORTER_OTLP_* variables) or console; needs the otel extra
     trace_export: str = "off"
+    admin_host: str = setting("127.0.0.1", "the admin port's addresses, comma-separated (health, metrics, "
+                              "/token): loopback unless it must be reached from elsewhere (the chart binds the "
+                              "pod IP and loopback)", group="listeners and TLS")
+    debug_endpoints: bool = setting(False, "serve /debug/deployments on the admin port: replica addresses "
+                                    "and load, for whoever reaches that port", group="observability")
+
+    @property
+    def admin_hosts(self) -> tuple[str, ...]:
+        return tuple(host.strip() for host in self.admin_host.split(",") if host.strip())
 
     @property
     def tls_configured(self) -> bool:
@@ -87,6 +96,8 @@ class RouterSettings:
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise ConfigError([f"{name}: must be a port number from 0 to 65535, got {value}"])
+        if not self.admin_hosts:
+            raise ConfigError(["admin_host: needs at least one address (127.0.0.1: this machine only)"])
         if self.balancing_policy not in ("least_loaded", "round_robin"):
             raise ConfigError([f"balancing_policy: must be least_loaded or round_robin, got {self.balancing_policy!r}"])
         for name in ("max_header_count", "max_header_bytes", "max_url_bytes", "max_connections",

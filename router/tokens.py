@@ -1,20 +1,23 @@
 """Tokens for `aml_token` endpoints: short-lived, endpoint-scoped JWTs signed with HMAC.
 
 The signing key is the endpoint Secret's `tokenSigningKey`, or, when the Secret has
-none, one derived from its `primaryKey`; either way, rotating it invalidates every
-token signed before. A token names its endpoint as audience, so it opens no other.
+none, one derived from its `primaryKey` (PBKDF2-HMAC-SHA256 salted with the endpoint's
+namespace and name, so a token is no cheap oracle for guessing `primaryKey` and one
+key shared by two endpoints signs different tokens); either way, rotating it
+invalidates every token signed before. A token names its endpoint as audience, so it
+opens no other, and must say when it was issued: a lifetime over 24 hours is refused.
 Checked tokens are remembered per routing table (by their exact bytes, until they
 expire), so the signature is computed once per token, not once per request.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import hmac
 import re
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 import jwt
 
@@ -23,28 +26,38 @@ from router.errors import ConfigError, Unauthorized
 ISSUER = "inference-router"
 LEEWAY_S = 30  # clock skew allowed between the issuer and the router
 MAX_TTL_S = 24 * 3600
+KDF_ITERATIONS = 100_000  # about 70 ms once per key and endpoint (cached), as much per guess offline
 _CACHE_SIZE = 4096
 _TTL = re.compile(r"(\d+)\s*([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def signing_key(secret_data: dict[str, str] | Any) -> bytes | None:
+def signing_key(secret_data: Mapping[str, str], namespace: str, endpoint: str) -> bytes | None:
     """The HMAC key for an endpoint's tokens, from its Secret's data."""
     if secret_data.get("tokenSigningKey"):
         return str(secret_data["tokenSigningKey"]).encode()
     if secret_data.get("primaryKey"):
-        return hmac.new(str(secret_data["primaryKey"]).encode(), b"inference-router token signing",
-                        hashlib.sha256).digest()
+        return derived_key(str(secret_data["primaryKey"]), f"{namespace}/{endpoint}")
     return None
 
 
-def parse_ttl(text: str) -> int:
+@functools.lru_cache(maxsize=1024)  # a routing table is rebuilt on every change: derive once per key
+def derived_key(primary_key: str, salt: str) -> bytes:
+    return hashlib.pbkdf2_hmac("sha256", primary_key.encode(), b"inference-router token signing:" + salt.encode(),
+                               KDF_ITERATIONS)
+
+
+def parse_ttl(text: str, name: str = "--ttl") -> int:
+    """Seconds from a duration like 30m, 1h or 3600; `name` is what the caller calls it, for messages."""
+    shown = text if len(text) <= 20 else text[:17] + "..."
     match = _TTL.fullmatch(text.strip().lower())
     if not match:
-        raise ConfigError([f"--ttl: expected a duration like 30m, 1h or 3600, got {text!r}"])
-    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+        raise ConfigError([f"{name}: expected a duration like 30m, 1h or 3600, got {shown!r}"])
+    digits = match.group(1).lstrip("0") or "0"
+    # more digits than any lifetime has: not converted (int() refuses thousands of digits)
+    seconds = int(digits) * _UNITS[match.group(2)] if len(digits) <= 9 else MAX_TTL_S + 1
     if not 60 <= seconds <= MAX_TTL_S:
-        raise ConfigError([f"--ttl: must be from 1 minute to 24 hours, got {text!r}"])
+        raise ConfigError([f"{name}: must be from 1 minute to 24 hours, got {shown!r}"])
     return seconds
 
 
@@ -82,13 +95,15 @@ class TokenChecker:
             raise Unauthorized(f"endpoint {self.endpoint!r} has no token signing key")
         try:
             claims = jwt.decode(token, self.key, algorithms=["HS256"], audience=self.endpoint, issuer=ISSUER,
-                                leeway=LEEWAY_S, options={"require": ["exp", "aud", "iss"]})
+                                leeway=LEEWAY_S, options={"require": ["exp", "iat", "aud", "iss"]})
         except jwt.ExpiredSignatureError:
             raise Unauthorized("the token has expired") from None
         except jwt.InvalidAudienceError:
             raise Unauthorized("the token is for another endpoint") from None
         except jwt.PyJWTError:
             raise Unauthorized("invalid token") from None
+        if claims["exp"] - claims["iat"] > MAX_TTL_S:  # what the issuer promises: a client could not mint more
+            raise Unauthorized("the token's lifetime (exp - iat) is over 24 hours")
         if len(self._cache) >= _CACHE_SIZE:
             self._cache.clear()
         self._cache[token] = float(claims["exp"])

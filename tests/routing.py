@@ -1,6 +1,6 @@
 """Run the router as a real process in tests, with configs built from a few arguments.
 
-    config = Config(key="k1").deployment("blue", [model.url], weight=100)
+    config = Config(key="primary-key-0123456789").deployment("blue", [model.url], weight=100)
     router = start_router(tmp_path, config)
     httpx.post(router.score_url("demo"), headers=router.auth, ...)
 

@@ -27,7 +27,7 @@ def test_smoke_run_passes() -> None:
 
 def test_the_bundled_config_renders_into_valid_resources(tmp_path: Path) -> None:
     urls = {name: f"http://127.0.0.1:{7001 + i}" for i, name in enumerate(REPLICAS)}
-    path = write_config(tmp_path, urls, "the-demo-key")
+    path = write_config(tmp_path, urls, "fQ9wE3rT7yU1iO5pA2sD6fG0hJ4kL8zX")
     assert path.parent == tmp_path
 
     resources = load_file(path)
@@ -42,5 +42,5 @@ def test_the_bundled_config_renders_into_valid_resources(tmp_path: Path) -> None
     assert all(d.endpoint_name == "demo" for d in deployments.values())
     [secret] = resources.secrets
     assert secret.name == endpoint.keys_secret_ref
-    assert secret.data["primaryKey"] == "the-demo-key"
-    assert secret.data["secondaryKey"] and secret.data["secondaryKey"] != "the-demo-key"
+    assert secret.data["primaryKey"] == "fQ9wE3rT7yU1iO5pA2sD6fG0hJ4kL8zX"
+    assert secret.data["secondaryKey"] and secret.data["secondaryKey"] != "fQ9wE3rT7yU1iO5pA2sD6fG0hJ4kL8zX"

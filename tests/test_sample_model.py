@@ -226,6 +226,11 @@ def test_size_hook(client: httpx.Client, size: int) -> None:
         {"stream": "2", "interval_ms": "x"},
         {"size": "big"},
         {"size": "-1"},
+        {"size": str(64 * 1024 * 1024 + 1)},  # capped: any key holder reaches the hooks through a router
+        {"size": "9" * 5000},
+        {"latency_ms": "60001"},
+        {"stream": "10001", "interval_ms": "0"},
+        {"stream": "601", "interval_ms": "100"},
         {"status": "500", "echo": "1"},
     ],
 )
@@ -290,3 +295,14 @@ def test_start_process_times_out_and_stops_the_process() -> None:
         start_process([sys.executable, "-c", script], timeout=1)
     assert time.monotonic() - started < 10
     assert '{"event": "other"}' in str(caught.value)
+
+
+def test_the_help_says_it_is_for_demos() -> None:
+    done = subprocess.run([sys.executable, "-m", "router.cli", "sample-model", "--help"], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0 and "for demos and tests" in done.stdout and "do not serve it publicly" in done.stdout
+
+
+def test_a_capped_size_names_the_cap(client: httpx.Client) -> None:
+    r = client.post("/score", params={"size": 1 << 30})
+    assert r.status_code == 400 and r.json()["error"] == f"size must be between 0 and {64 << 20}, got '{1 << 30}'"

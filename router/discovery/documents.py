@@ -49,6 +49,8 @@ _REQUEST_KEYS = ("requestTimeoutMs", "maxConcurrentRequestsPerInstance", "maxQue
 _SCALE_KEYS = ("type", "minInstances", "maxInstances", "targetUtilizationPercentage", "pollingInterval",
                "scaleTargetRef")
 Rule = Callable[[str], "str | None"]  # a problem with a string value, or None
+ENDPOINT_KEYS = ("primaryKey", "secondaryKey", "tokenSigningKey")  # Secret keys the router authenticates with
+MIN_KEY_LENGTH = 16
 
 
 def _pattern(regex: str, what: str, longest: int) -> Rule:
@@ -282,18 +284,51 @@ def _scale_settings(at: _At, value: object) -> ScaleSettings | None:
 
 
 def _read_secret(at: _At, doc: dict[str, Any], namespace: str, name: str) -> Secret:
+    # A Secret's values never appear in a message (logs, errors): only the key and the problem.
     data: dict[str, str] = {}
-    for key, value in (_fields(at / "data", doc.get("data"), None) or {}).items():
+    for key, value in _secret_values(at / "data", doc.get("data")).items():
         data[str(key)] = _decode(at / "data" / key, value)
-    for key, value in (_fields(at / "stringData", doc.get("stringData"), None) or {}).items():
+    for key, value in _secret_values(at / "stringData", doc.get("stringData")).items():
         if not isinstance(value, str):
-            (at / "stringData" / key).fail(f"must be a string, got {_show(value)}")
+            (at / "stringData" / key).fail(f"must be a string, got {_kind(value)}")
         data[str(key)] = str(value)
+    for key in ENDPOINT_KEYS:
+        problem = key_problem(key, data[key]) if data.get(key) else None
+        if problem:
+            given_as = "stringData" if isinstance(doc.get("stringData"), dict) and key in doc["stringData"] else "data"
+            (at / given_as / key).fail(problem)
     if doc.get("type") is not None and not isinstance(doc["type"], str):
         (at / "type").fail(f"must be a string, got {_show(doc['type'])}")
     if doc.get("immutable") is not None and not isinstance(doc["immutable"], bool):
         (at / "immutable").fail(f"must be true or false, got {_show(doc['immutable'])}")
     return Secret(namespace=namespace, name=name, data=MappingProxyType(data))
+
+
+def key_problem(name: str, key: str) -> str | None:
+    """Why an endpoint key (or tokenSigningKey) cannot be used, without showing it; None if it can."""
+    if len(key) < MIN_KEY_LENGTH:
+        return (f"must be at least {MIN_KEY_LENGTH} characters (Azure ML's keys are 32), has {len(key)}: "
+                "generate one with `openssl rand -base64 24`")
+    if "..." in key or key[0] + key[-1] in ("<>", "{}", "[]") or len(set(key)) == 1:
+        return "looks like a placeholder: put a real key here (`openssl rand -base64 24`)"
+    if name != "tokenSigningKey" and not all("!" <= c <= "~" for c in key):
+        return "must be printable ASCII without spaces: it is sent in an HTTP header"
+    return None
+
+
+def _secret_values(at: _At, value: object) -> dict[Any, object]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        at.fail(f"must be a mapping of key names to values, got {_kind(value)}")
+        return {}
+    return value
+
+
+def _kind(value: object) -> str:
+    """What a value is, without what it says (for Secret values)."""
+    return {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "a mapping",
+            str: "a string"}.get(type(value), "null" if value is None else "another type")
 
 
 def _decode(at: _At, value: object) -> str:
@@ -304,7 +339,8 @@ def _decode(at: _At, value: object) -> str:
     except UnicodeDecodeError:
         at.fail("decoded value is not UTF-8 text")
     except ValueError:  # binascii.Error, or non-ASCII text
-        at.fail(f"must be base64, got {_show(value)}")
+        at.fail("must be base64 (use stringData for plain text)" if isinstance(value, str)
+                else f"must be a base64 string, got {_kind(value)}")
     return ""
 
 

@@ -95,8 +95,11 @@ class SecretDocument:
         origin = f"sslSecret {self.name} in {self.path}"
         try:
             docs = list(yaml.safe_load_all(_read(self.path, origin, MAX_CONFIG_BYTES)))
-        except yaml.YAMLError as exc:
-            raise ConfigError([f"{origin}: invalid YAML: {exc}"]) from None
+        except yaml.YAMLError as exc:  # its text quotes the lines around the error, key.pem's included
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+            raise ConfigError([f"{origin}: invalid YAML: {where}{getattr(exc, 'problem', None) or 'unreadable'}"]
+                              ) from None
         found = [doc for doc in docs if isinstance(doc, dict) and doc.get("kind") == "Secret"
                  and isinstance(doc.get("metadata"), dict) and doc["metadata"].get("name") == self.name]
         if len(found) != 1:

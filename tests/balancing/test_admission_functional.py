@@ -94,7 +94,7 @@ def test_a_killed_replica_is_retried_around_ejected_and_returns(tmp_path: Path) 
     b_port = b.ready["port"]
     urls = [f"http://127.0.0.1:{a.ready['port']}", f"http://127.0.0.1:{b_port}"]
     router = start_router(tmp_path, Config().deployment("main", urls, weight=100, concurrency=2,
-                                                        queue_wait_ms=2000))
+                                                        queue_wait_ms=2000), "--debug-endpoints")
     statuses: Counter[int] = Counter()
     stop = threading.Event()
 
@@ -176,7 +176,7 @@ def test_mirror_gets_its_share_and_never_touches_live_answers(sample_model_facto
 def test_client_disconnect_and_timeout_free_the_slot_at_once(sample_model_factory, tmp_path: Path) -> None:
     model = sample_model_factory("--name", "single")
     router = start_router(tmp_path, Config().deployment("single", [model.url], weight=100, concurrency=1,
-                                                        queue_wait_ms=5000, timeout_ms=1000))
+                                                        queue_wait_ms=5000, timeout_ms=1000), "--debug-endpoints")
     try:
         # a client that goes away while its request is at the model
         conn = http.client.HTTPConnection("127.0.0.1", router.port, timeout=5)

@@ -56,11 +56,19 @@ def resources(*documents: str) -> Resources:
 
 BLUE = ["http://127.0.0.1:5001", "http://127.0.0.1:5002"]
 GREEN = ["http://127.0.0.1:6001"]
+# endpoint keys as Azure ML makes them: 32 characters (the router refuses fewer than 16)
+PRIMARY = "pK7vQ2xW9mL4nC8rB5hD1jF6gS3tY0aZ"
+SECONDARY = "sE4uR8yT2iO6pA1sD5fG9hJ3kL7zX0cV"
+SIGNING = "tB6nM2qW8eR4tY0uI5oP1aS7dF3gH9jK"
+FROM_DATA = "fQ9wE3rT7yU1iO5pA2sD6fG0hJ4kL8zX"
+UNRELATED = "uM1nB5vC9xZ3lK7jH2gF6dS0aP4oI8uY"
+WRONG = "wR5tY9uI3oP7aS1dF6gH0jK4lZ8xC2vB"
+RIGHT = "rG8hJ2kL6zX0cV4bN9mQ3wE7rT1yU5iO"
 
 
 def blue_green(blue: list[str] = BLUE, green: list[str] = GREEN, *,
                keys: dict[str, str] | None = None) -> Resources:
-    keys = keys or {"primaryKey": "p-key", "secondaryKey": "s-key"}
+    keys = keys or {"primaryKey": PRIMARY, "secondaryKey": SECONDARY}
     return resources(endpoint(), deployment("blue", blue, timeout_ms=2500, route="/predict"),
                      deployment("green", green), secret(**keys))
 
@@ -94,7 +102,7 @@ def test_the_endpoint_splits_traffic_by_its_weights() -> None:
 
 def test_a_deployment_without_traffic_is_routable_but_never_picked() -> None:
     table = RoutingTable.build(resources(endpoint(traffic="{blue: 100, green: 0}"), deployment("blue", BLUE),
-                                         deployment("green", GREEN), secret(primaryKey="k")))
+                                         deployment("green", GREEN), secret(primaryKey=PRIMARY)))
     route = table.endpoints["mnist"]
     assert "green" in route.deployments  # pinnable with azureml-model-deployment
     assert {d.name for d in (route.pick_deployment() for _ in range(50)) if d is not None} == {"blue"}
@@ -102,41 +110,41 @@ def test_a_deployment_without_traffic_is_routable_but_never_picked() -> None:
 
 def test_no_traffic_at_all_picks_no_deployment() -> None:
     table = RoutingTable.build(resources(endpoint(traffic="{blue: 0}"), deployment("blue", BLUE),
-                                         secret(primaryKey="k")))
+                                         secret(primaryKey=PRIMARY)))
     assert table.endpoints["mnist"].pick_deployment() is None
 
 
 def test_an_endpoint_without_deployments_has_an_empty_route() -> None:
-    table = RoutingTable.build(resources(endpoint(traffic="{}"), secret(primaryKey="k")))
+    table = RoutingTable.build(resources(endpoint(traffic="{}"), secret(primaryKey=PRIMARY)))
     assert table.endpoints["mnist"].deployments == {}
     assert table.endpoints["mnist"].pick_deployment() is None
 
 
 @pytest.mark.parametrize(("keys", "expected"), [
-    ({"primaryKey": "p-key", "secondaryKey": "s-key"}, (b"p-key", b"s-key")),
-    ({"primaryKey": "p-key"}, (b"p-key",)),
-    ({"secondaryKey": "s-key"}, (b"s-key",)),
-    ({"primaryKey": "p-key", "secondaryKey": '""'}, (b"p-key",)),
-    ({"primaryKey": "p-key", "secondaryKey": "s-key", "signingKey": "t-key"}, (b"p-key", b"s-key")),
+    ({"primaryKey": PRIMARY, "secondaryKey": SECONDARY}, (PRIMARY.encode(), SECONDARY.encode())),
+    ({"primaryKey": PRIMARY}, (PRIMARY.encode(),)),
+    ({"secondaryKey": SECONDARY}, (SECONDARY.encode(),)),
+    ({"primaryKey": PRIMARY, "secondaryKey": '""'}, (PRIMARY.encode(),)),
+    ({"primaryKey": PRIMARY, "secondaryKey": SECONDARY, "signingKey": SIGNING}, (PRIMARY.encode(), SECONDARY.encode())),
 ])
 def test_keys_come_from_the_secret(keys: dict[str, str], expected: tuple[bytes, ...]) -> None:
     assert RoutingTable.build(blue_green(keys=keys)).endpoints["mnist"].keys == expected
 
 
 def test_keys_from_base64_secret_data() -> None:
-    encoded = base64.b64encode(b"from-data").decode()
+    encoded = base64.b64encode(FROM_DATA.encode()).decode()
     text = f"""apiVersion: v1
 kind: Secret
 metadata: {{name: mnist-keys}}
 data: {{primaryKey: {encoded}}}
 """
     table = RoutingTable.build(resources(endpoint(), deployment("blue", BLUE), deployment("green", GREEN), text))
-    assert table.endpoints["mnist"].keys == (b"from-data",)
+    assert table.endpoints["mnist"].keys == (FROM_DATA.encode(),)
 
 
 def test_no_keys_secret_ref_means_no_keys() -> None:
     table = RoutingTable.build(resources(endpoint(keys=None), deployment("blue", BLUE),
-                                         deployment("green", GREEN), secret(primaryKey="unrelated")))
+                                         deployment("green", GREEN), secret(primaryKey=UNRELATED)))
     assert table.endpoints["mnist"].keys == ()
 
 
@@ -144,8 +152,8 @@ def test_keys_are_looked_up_in_the_endpoint_namespace() -> None:
     table = RoutingTable.build(resources(
         endpoint(namespace="models"), deployment("blue", BLUE, namespace="models"),
         deployment("green", GREEN, namespace="models"),
-        secret(primaryKey="wrong", namespace="default"), secret(primaryKey="right", namespace="models")))
-    assert table.endpoints["mnist"].keys == (b"right",)
+        secret(primaryKey=WRONG, namespace="default"), secret(primaryKey=RIGHT, namespace="models")))
+    assert table.endpoints["mnist"].keys == (RIGHT.encode(),)
 
 
 def test_first_build_adds_every_replica_and_removes_none() -> None:
@@ -212,7 +220,7 @@ metadata: {{name: blue}}
 spec:
   endpointName: mnist
   backend: {{service: {{name: mnist-blue, port: 5001}}}}
-""", secret(primaryKey="k"))
+""", secret(primaryKey=PRIMARY))
     assert RoutingTable.build(docs).endpoints["mnist"].deployments["blue"].balancer.acquire(0.0) is None
     table = RoutingTable.build(docs, service_replicas={("default", "mnist-blue"): ("http://10.0.0.7:5001",)})
     replica = table.endpoints["mnist"].deployments["blue"].balancer.acquire(0.0)

@@ -70,10 +70,10 @@ kind: Secret
 metadata: {name: mnist-keys, namespace: models}
 type: Opaque
 data:
-  primaryKey: cHJpbWFyeS1rZXk=          # primary-key
-  secondaryKey: b2xk                    # old
+  primaryKey: cHJpbWFyeS1rZXktTXg3UXYyTHA5V240UnQ4WmIzS2Q=  # primary-key-Mx7Qv2Lp9Wn4Rt8Zb3Kd
+  secondaryKey: b2xkLXNlY29uZGFyeS1rZXktSHM1SmYxR2M2TnYwWHk=  # old-secondary-key-Hs5Jf1Gc6Nv0Xy
 stringData:
-  secondaryKey: secondary-key
+  secondaryKey: secondary-key-Ta2Ue7Io3Pw8Sq4Dl0
 """
 
 
@@ -112,7 +112,8 @@ def test_the_full_example_parses_into_value_objects() -> None:
                                      urls=("http://127.0.0.1:5003", "http://replica.local:5004"))
     assert resources.secrets == (
         Secret(namespace="models", name="mnist-keys",
-               data=MappingProxyType({"primaryKey": "primary-key", "secondaryKey": "secondary-key"})),
+               data=MappingProxyType({"primaryKey": "primary-key-Mx7Qv2Lp9Wn4Rt8Zb3Kd",
+                                       "secondaryKey": "secondary-key-Ta2Ue7Io3Pw8Sq4Dl0"})),
     )
     assert isinstance(resources.endpoints[0].traffic, MappingProxyType)
     assert isinstance(resources.secrets[0].data, MappingProxyType)
@@ -299,12 +300,30 @@ CASES: list[tuple[str, Mutation, str]] = [
      BL + "spec.scaleSettings.scaleTargetRef.name: required"),
     # secrets
     ("data not base64", _at(SECRET, "data", "primaryKey", value="not base64!"),
-     SE + "data.primaryKey: must be base64, got 'not base64!'"),
+     SE + "data.primaryKey: must be base64 (use stringData for plain text)"),
     ("data not UTF-8", _at(SECRET, "data", "primaryKey", value=base64.b64encode(b"\xff\xfe").decode()),
      SE + "data.primaryKey: decoded value is not UTF-8 text"),
     ("stringData not a string", _at(SECRET, "stringData", "secondaryKey", value=42),
-     SE + "stringData.secondaryKey: must be a string, got 42"),
-    ("data not a mapping", _at(SECRET, "data", value="x"), SE + "data: must be a mapping, got 'x'"),
+     SE + "stringData.secondaryKey: must be a string, got a number"),
+    ("data not a mapping", _at(SECRET, "data", value="x"),
+     SE + "data: must be a mapping of key names to values, got a string"),
+    # keys: long enough, not a placeholder, sendable in a header
+    ("placeholder key", _at(SECRET, "stringData", "secondaryKey", value="..."),
+     SE + "stringData.secondaryKey: must be at least 16 characters (Azure ML's keys are 32), has 3"),
+    ("one-character key", _at(SECRET, "data", "primaryKey", value=_b64(" ")),
+     SE + "data.primaryKey: must be at least 16 characters (Azure ML's keys are 32), has 1"),
+    ("15-character key", _at(SECRET, "stringData", "secondaryKey", value="k" * 14 + "!"),
+     SE + "stringData.secondaryKey: must be at least 16 characters"),
+    ("long placeholder key", _at(SECRET, "stringData", "secondaryKey", value="<your-secondary-key>"),
+     SE + "stringData.secondaryKey: looks like a placeholder: put a real key here"),
+    ("dots in a key", _at(SECRET, "stringData", "secondaryKey", value="paste-your-key-here..."),
+     SE + "stringData.secondaryKey: looks like a placeholder"),
+    ("one character repeated", _at(SECRET, "stringData", "secondaryKey", value="x" * 32),
+     SE + "stringData.secondaryKey: looks like a placeholder"),
+    ("space in a key", _at(SECRET, "stringData", "secondaryKey", value="two words-Tg5Hy6Ju7Ki8Lo9P"),
+     SE + "stringData.secondaryKey: must be printable ASCII without spaces: it is sent in an HTTP header"),
+    ("short signing key", _at(SECRET, "stringData", "tokenSigningKey", value="signing"),
+     SE + "stringData.tokenSigningKey: must be at least 16 characters"),
     # duplicates
     ("duplicate deployment", lambda docs: docs.append(copy.deepcopy(docs[BLUE])),
      BL + "metadata.name: duplicate of document 2"),
@@ -325,6 +344,20 @@ def test_each_rule_names_the_document_and_field(mutate: Mutation, expected: str)
     assert any(expected in problem for problem in problems), problems
 
 
+def test_a_refused_key_is_never_shown() -> None:
+    for value in ("MARKER-1", "<MARKER-2-placeholder>", "MARKER 3 with spaces in it", "MARKER-4..."):
+        docs = example()
+        docs[SECRET]["stringData"]["secondaryKey"] = value
+        (problem,) = problems_of(docs)
+        assert "MARKER" not in problem and problem.startswith(SE + "stringData.secondaryKey: "), problem
+
+
+def test_a_secret_shows_the_names_of_its_keys_never_their_values() -> None:
+    (secret,) = parse_documents(example()).secrets
+    assert repr(secret) == "Secret(models/mnist-keys, keys=['primaryKey', 'secondaryKey'])"
+    assert secret.data["primaryKey"] not in repr(parse_documents(example())) + str(secret)
+
+
 def test_every_problem_is_reported_at_once() -> None:
     docs = example()
     docs[ENDPOINT]["spec"]["traffic"] = {"blue": "x", "green": 0}
@@ -339,7 +372,7 @@ def test_every_problem_is_reported_at_once() -> None:
         "OnlineDeployment models/blue: spec.scoringRoute: must start with '/', got 'score'",
         "OnlineDeployment models/blue: spec.requestSettings.requestTimeoutMs: "
         "must be an integer from 1 to 300000, got True",
-        "Secret models/mnist-keys: data.primaryKey: must be base64, got '!!'",
+        "Secret models/mnist-keys: data.primaryKey: must be base64 (use stringData for plain text)",
     ]
 
 

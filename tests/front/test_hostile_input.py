@@ -269,7 +269,7 @@ def test_tokens_valid_expired_other_endpoint_tampered_and_wrong_mode(router: Rou
     # the admin API wants a key of that endpoint, and only for token endpoints
     assert httpx.post(f"{router.admin_url}/token/secure").status_code == 401
     assert httpx.post(f"{router.admin_url}/token/demo", headers=router.auth).status_code == 400
-    assert httpx.post(f"{router.admin_url}/token/nosuch", headers=router.auth).status_code == 404
+    assert httpx.post(f"{router.admin_url}/token/nosuch", headers=router.auth).status_code == 401  # as a wrong key
     assert token not in router.process.output() and KEY not in router.process.output()
 
 

@@ -7,7 +7,9 @@ import pytest
 from router.balancing.table import RoutingTable
 from router.errors import Unauthorized
 from router.front.scoring import RequestHead, resolve
-from tests.balancing.test_table import blue_green
+from tests.balancing.test_table import PRIMARY, blue_green
+
+ROTATED = "nZ3xC7vB1nM5qW9eR2tY6uI0oP4aS8dF"
 
 
 def test_keys_are_looked_up_as_the_table_knows_them_and_forgotten_when_they_change() -> None:
@@ -15,15 +17,15 @@ def test_keys_are_looked_up_as_the_table_knows_them_and_forgotten_when_they_chan
         return RequestHead(b"POST", b"/api/v1/endpoint/mnist/score", [(b"Authorization", scheme + key)], True)
 
     table = RoutingTable.build(blue_green())
-    resolve(table, head(b"p-key"))
-    resolve(table, head(b"p-key", b"bearer   "))  # another spelling: compared with the keys instead
-    assert b"Bearer p-key" in table.endpoints["mnist"].authorizations
+    resolve(table, head(PRIMARY.encode()))
+    resolve(table, head(PRIMARY.encode(), b"bearer   "))  # another spelling: compared with the keys instead
+    assert b"Bearer " + PRIMARY.encode() in table.endpoints["mnist"].authorizations
     with pytest.raises(Unauthorized):
-        resolve(table, head(b"p-kez"))
-    rotated = RoutingTable.build(blue_green(keys={"primaryKey": "new-key"}), table)
+        resolve(table, head(PRIMARY.encode()[:-1] + b"b"))
+    rotated = RoutingTable.build(blue_green(keys={"primaryKey": ROTATED}), table)
     with pytest.raises(Unauthorized):
-        resolve(rotated, head(b"p-key"))
-    resolve(rotated, head(b"new-key"))
+        resolve(rotated, head(PRIMARY.encode()))
+    resolve(rotated, head(ROTATED.encode()))
 
 
 @pytest.mark.parametrize(("values", "kept", "bad"), [

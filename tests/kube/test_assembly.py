@@ -12,6 +12,10 @@ from router.discovery.kubernetes.assembly import Assembly, Parsed, ResourceKey, 
 from router.model import OnlineEndpoint
 from tests.kube.cluster import deployment, endpoint, endpoint_slice, secret
 
+# endpoint keys as Azure ML makes them: 32 characters (the router refuses fewer than 16)
+PRIMARY = "pK7vQ2xW9mL4nC8rB5hD1jF6gS3tY0aZ"
+SECONDARY = "sE4uR8yT2iO6pA1sD5fG9hJ3kL7zX0cV"
+
 Obj = dict[str, Any]
 
 
@@ -42,7 +46,7 @@ BLUE_SLICES = [endpoint_slice("blue-a", "svc-blue", 5001), endpoint_slice("blue-
 def cluster(traffic: dict[str, int] | None = None) -> list[Obj]:
     return [endpoint("demo", {"blue": 100, "green": 0} if traffic is None else traffic),
             deployment("blue", "demo", "svc-blue"), deployment("green", "demo", "svc-green"),
-            secret("demo-keys", primaryKey="p", secondaryKey="s")]
+            secret("demo-keys", primaryKey=PRIMARY, secondaryKey=SECONDARY)]
 
 
 # Replicas from EndpointSlices
@@ -117,7 +121,7 @@ def test_the_last_accepted_version_keeps_serving_an_invalid_edit() -> None:
 
 
 def test_references_to_rejected_objects_point_to_their_status() -> None:
-    objects = [endpoint("demo", {"blue": 100, "green": 0}, keys="demo-keys"), secret("demo-keys", primaryKey="p"),
+    objects = [endpoint("demo", {"blue": 100, "green": 0}, keys="demo-keys"), secret("demo-keys", primaryKey=PRIMARY),
                deployment("blue", "demo", "svc-blue", timeout_ms=0), endpoint("other", {"x": 50}),
                deployment("orphan", "other", "svc-blue")]
     assembly, _ = build(*objects, slices=BLUE_SLICES)
@@ -138,7 +142,7 @@ def test_a_deployment_without_its_endpoint_waits() -> None:
 def test_shares_of_missing_or_foreign_deployments_are_dropped_and_reported() -> None:
     objects = [endpoint("demo", {"blue": 80, "gone": 10, "red": 10}, mirrorTraffic={"shadow": 5}),
                deployment("blue", "demo", "svc-blue"), endpoint("other", {}), deployment("red", "other", "svc-red"),
-               secret("demo-keys", primaryKey="p"), secret("other-keys", primaryKey="p")]
+               secret("demo-keys", primaryKey=PRIMARY), secret("other-keys", primaryKey=PRIMARY)]
     assembly, _ = build(*objects, slices=BLUE_SLICES)
     demo = next(e for e in assembly.resources.endpoints if e.name == "demo")
     assert dict(demo.traffic) == {"blue": 80} and dict(demo.mirror_traffic) == {}
@@ -167,7 +171,7 @@ def test_of_two_endpoints_with_one_name_the_older_is_routed() -> None:
 
 def test_one_service_with_two_ports_is_refused_for_the_second_deployment() -> None:
     objects = [endpoint("demo", {"blue": 100}), deployment("blue", "demo", "svc", port="http"),
-               deployment("green", "demo", "svc", port=9000), secret("demo-keys", primaryKey="p")]
+               deployment("green", "demo", "svc", port=9000), secret("demo-keys", primaryKey=PRIMARY)]
     assembly, _ = build(*objects)
     assert [d.name for d in assembly.resources.deployments] == ["blue"]
     assert "is used with port 'http' by deployment 'blue'" in assembly.reports[

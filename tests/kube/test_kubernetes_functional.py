@@ -32,7 +32,7 @@ from tests.kube.cluster import (
 )
 from tests.kube.fake_apiserver import FakeApiServer
 
-K1, K2, K3 = "key-one-0123456789", "key-two-0123456789", "key-three-0123456789"
+K1, K2, K3 = "pK7vQ2xW9mL4nC8rB5hD1jF6gS3tY0aZ", "sE4uR8yT2iO6pA1sD5fG9hJ3kL7zX0cV", "nZ3xC7vB1nM5qW9eR2tY6uI0oP4aS8dF"
 OUTAGE_S = 30.0  # the acceptance figure, run in full
 
 
@@ -64,7 +64,7 @@ def test_every_change_is_routed_within_two_seconds_without_a_failed_request(
         api_server: FakeApiServer, kubeconfig: Path, sample_model_factory: Callable[..., SampleModel],
         routers: list[KubeRouter]) -> None:
     m = models(sample_model_factory, "blue-0", "green-0", "green-1")
-    routers.append(router := start_kube_router(kubeconfig))
+    routers.append(router := start_kube_router(kubeconfig, "--debug-endpoints"))
     router.wait_ready()  # an empty cluster is a full sync too
 
     # created: scoring works within 2 s
@@ -139,7 +139,7 @@ def test_cut_watches_410_and_a_long_outage_end_in_the_api_servers_state(
     seed_demo(api_server, K1)
     for name, model in m.items():
         api_server.create("endpointslices", endpoint_slice(f"demo-{name}", "demo-blue", model.port))
-    routers.append(router := start_kube_router(kubeconfig))
+    routers.append(router := start_kube_router(kubeconfig, "--debug-endpoints"))
     router.wait_ready()
 
     def slice_lists() -> int:

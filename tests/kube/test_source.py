@@ -13,6 +13,9 @@ from router.model import Resources
 from tests.kube.cluster import deployment, endpoint, endpoint_slice, running, secret, until
 from tests.kube.fake_apiserver import FakeApiServer
 
+# endpoint keys as Azure ML makes them: 32 characters (the router refuses fewer than 16)
+PRIMARY = "pK7vQ2xW9mL4nC8rB5hD1jF6gS3tY0aZ"
+
 Applied = list[tuple[Resources, ServiceReplicas]]
 
 
@@ -33,7 +36,7 @@ def run_source(kubeconfig: Path, scenario: Callable[[KubernetesSource, Applied],
 
 
 def demo(api: FakeApiServer, namespace: str = "default") -> None:
-    api.create("secrets", secret("demo-keys", namespace=namespace, primaryKey="p"))
+    api.create("secrets", secret("demo-keys", namespace=namespace, primaryKey=PRIMARY))
     api.create("onlineendpoints", endpoint("demo" if namespace == "default" else f"demo-{namespace}",
                                            {"blue": 100}, keys="demo-keys", namespace=namespace))
     api.create("onlinedeployments", deployment("blue", "demo" if namespace == "default" else f"demo-{namespace}",

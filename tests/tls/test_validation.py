@@ -254,9 +254,9 @@ def test_a_kubernetes_tls_secret_works_too(pki: Pki) -> None:
 
 
 @pytest.mark.parametrize(("doc", "expected"), [
-    ({"data": {"cert.pem": "not base64!"}}, "s: data.cert.pem: must be base64, got 'not base64!'"),
-    ({"data": ["cert.pem"]}, "s: data: must be a mapping, got ['cert.pem']"),
-    ({"stringData": {"cert.pem": 12}}, "s: stringData.cert.pem: must be a string, got 12"),
+    ({"data": {"cert.pem": "not base64!"}}, "s: data.cert.pem: must be base64 (use stringData for plain text)"),
+    ({"data": ["cert.pem"]}, "s: data: must be a mapping of key names to values, got a list"),
+    ({"stringData": {"cert.pem": 12}}, "s: stringData.cert.pem: must be a string, got a number"),
     ({"stringData": {"cert": "x", "key": "y"}}, "s: needs the keys cert.pem and key.pem (or tls.crt and tls.key); "
                                                 "has cert, key"),
     ({}, "s: needs the keys cert.pem and key.pem (or tls.crt and tls.key); has none"),
