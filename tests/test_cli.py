@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 
 from tests.helpers import run_to_exit, start_process
@@ -120,3 +122,17 @@ def test_a_share_of_a_missing_deployment_is_said_and_the_others_take_the_traffic
             assert router.stop() == 0
     finally:
         model.process.stop()
+
+
+def test_token_prints_json_or_with_raw_the_bare_token(tmp_path: Path) -> None:
+    path = tmp_path / "resources.yaml"
+    path.write_text(Config(endpoint="secure", auth_mode="aml_token")
+                    .deployment("blue", ["http://127.0.0.1:9"], weight=100).yaml())
+    token = [sys.executable, "-m", "router.cli", "token", "--endpoint", "secure", "--config", str(path)]
+    code, output = run_to_exit(token)
+    assert code == 0, output
+    assert set(json.loads(output)) == {"accessToken", "expiryTimeUtc", "refreshAfterTimeUtc"}
+    code, output = run_to_exit([*token, "--raw", "--ttl", "30m"])
+    assert code == 0, output
+    claims = jwt.decode(output.strip(), options={"verify_signature": False})
+    assert output == output.strip() and claims["aud"] == "secure" and claims["exp"] - claims["iat"] == 1800
