@@ -110,7 +110,8 @@ async def _demo(args: argparse.Namespace) -> int:
 inference-router demo: endpoint 'demo', deployments blue (90 %) and green (10 %), 2 replicas each
   config (edit it, the router reloads): {config}
   admin: http://127.0.0.1:{server.ports['admin_port']}/readyz
-  key:   {key}   (in your shell: export KEY={key})
+  key:   {key}
+  paste into the shell you run the examples in:  export KEY={key}
 
   curl -s -X POST {base}/api/v1/endpoint/demo/score \\
     -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
