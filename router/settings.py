@@ -203,6 +203,7 @@ class Spec:
     def of(cls, f: Field[Any]) -> Spec:
         kind = _KINDS[str(f.type).removesuffix(" | None")]
         meta = f.metadata
+        assert "help" in meta, f"RouterSettings.{f.name}: declare it with setting(), for --help and the README"
         return cls(f.name, kind, f.default, meta["help"], meta["group"], meta["unit"], meta["accepts"])
 
     @property
@@ -274,8 +275,8 @@ class Spec:
 
 
 def _binary(size: int) -> str:
-    for unit in ("GiB", "MiB", "KiB"):
-        scale = {"GiB": 1 << 30, "MiB": 1 << 20, "KiB": 1 << 10}[unit]
+    """A byte count of at least 1024 in the largest binary unit that divides it: 32768 is "32 KiB"."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if size >= scale and size % scale == 0:
             return f"{size // scale} {unit}"
     return f"{size / 1024:.1f} KiB"
