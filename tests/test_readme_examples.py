@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import random
 import re
 import shlex
 import signal
@@ -78,14 +79,23 @@ def parse(document: str) -> list[Example]:
 
 
 def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
+    """Ports free now, below the ephemeral range: the port-0 listeners of tests running meanwhile (this machine
+    runs several suites at once) cannot take them before the examples' servers bind them, seconds later."""
     try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    found: list[int] = []
+    for port in random.sample(range(max(1024, ephemeral - 12000), ephemeral), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        found.append(port)
+        if len(found) == count:
+            return found
+    raise AssertionError(f"no {count} free ports below {ephemeral}")
 
 
 def accepts(port: int) -> bool:
