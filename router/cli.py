@@ -109,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="sample models and the router on loopback, no cluster")
     demo.add_argument("--smoke", action="store_true", help="send checked requests, exit 0 if all pass, 1 if not, "
                       "on free ports unless --port or --admin-port is given (default: off, serve until Ctrl-C)")
-    demo.add_argument("--port", type=int, help="router port, 0: any free one (default: ROUTER_PORT, else 8080)")
-    demo.add_argument("--admin-port", type=int,
+    demo.add_argument("--port", type=settings.spec("port").parse_flag,
+                      help="router port, 0: any free one (default: ROUTER_PORT, else 8080)")
+    demo.add_argument("--admin-port", type=settings.spec("admin_port").parse_flag,
                       help="admin port, 0: any free one (default: ROUTER_ADMIN_PORT, else 9090)")
     demo.set_defaults(func=_demo)
 

@@ -29,7 +29,7 @@ from router import logs
 from router.discovery.file import FileSource
 from router.errors import ConfigError
 from router.server import RouterServer
-from router.settings import SPECS, RouterSettings
+from router.settings import RouterSettings, spec
 
 REPLICAS = ("blue_0", "blue_1", "green_0", "green_1")
 
@@ -135,14 +135,14 @@ def _port(given: int | None, name: str, *, smoke: bool) -> int:
         return given
     if smoke:
         return 0
-    spec = next(spec for spec in SPECS if spec.name == name)
-    raw = os.environ.get(spec.env)
+    port = spec(name)
+    raw = os.environ.get(port.env)
     if raw is None:
-        return int(spec.default)
+        return int(port.default)
     try:
-        return cast(int, spec.parse(raw))
+        return cast(int, port.parse(raw))
     except ValueError as exc:
-        raise ConfigError([f"{spec.env}: {exc}"]) from None
+        raise ConfigError([f"{port.env}: {exc}"]) from None
 
 
 def run(args: argparse.Namespace) -> int:

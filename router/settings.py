@@ -285,6 +285,11 @@ def _binary(size: int) -> str:
 SPECS = tuple(Spec.of(f) for f in fields(RouterSettings))
 
 
+def spec(name: str) -> Spec:
+    """The setting `name`, for a command that takes it too (the demo's ports)."""
+    return next(spec for spec in SPECS if spec.name == name)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> dict[str, argparse._ArgumentGroup]:
     """One flag per setting, in its group; an unset flag falls back to `ROUTER_<NAME>`, then the default.
 
