@@ -37,6 +37,7 @@ from typing import BinaryIO
 
 from router import logs
 from router.errors import ConfigError
+from router.settings import access_log_share
 
 # end (loop time), request id, client request id, traceparent sent upstream, method, endpoint, deployment,
 # replica, status, bytes in, bytes out, queue s, upstream s, total s, retries, error code, client address,
@@ -60,18 +61,9 @@ MAX_QUEUED_BYTES = 16 << 20  # lines waiting for a slow reader; beyond this, lin
 
 def parse_mode(mode: str) -> float:
     """The share of successful requests logged: "on" 1, "off" 0, "sample=F" F (0 < F <= 1)."""
-    text = mode.strip().lower()
-    if text in ("on", "true"):
-        return 1.0
-    if text in ("off", "false"):
-        return 0.0
-    if text.startswith("sample="):
-        try:
-            share = float(text[7:])
-        except ValueError:
-            share = -1.0
-        if 0.0 < share <= 1.0:
-            return share
+    share = access_log_share(mode)
+    if share is not None:
+        return share
     raise ConfigError([f"access_log: must be on, off or sample=F with 0 < F <= 1, got {mode!r}"])
 
 

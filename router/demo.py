@@ -2,7 +2,8 @@
 
 Starts two sample-model replicas per deployment (blue, green) as child processes,
 writes the bundled config with their addresses and a fresh key, and runs the router
-in this process. With `--smoke` it sends a few checked requests and exits 0 or 1.
+in this process. With `--smoke` it sends a few checked requests and exits 0 or 1; it
+takes free ports then, so it also runs next to a demo that is serving.
 """
 
 from __future__ import annotations
@@ -11,19 +12,24 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
+import os
 import secrets
 import sys
 import tempfile
 from importlib import resources
 from pathlib import Path
 from string import Template
+from typing import cast
 
 import httpx
 import uvloop
 
+from router import logs
 from router.discovery.file import FileSource
+from router.errors import ConfigError
 from router.server import RouterServer
-from router.settings import RouterSettings
+from router.settings import RouterSettings, spec
 
 REPLICAS = ("blue_0", "blue_1", "green_0", "green_1")
 
@@ -82,8 +88,11 @@ async def _demo(args: argparse.Namespace) -> int:
                 proc, urls[name] = await start_model(name.replace("_", "-"))
                 models.append(proc)
             config = write_config(Path(tmp), urls, key)
-            settings = RouterSettings(allow_insecure_connections=True, host="127.0.0.1", port=args.port,
-                                      admin_port=args.admin_port, debug_endpoints=True)  # all on loopback
+            settings = RouterSettings(allow_insecure_connections=True, host="127.0.0.1",
+                                      port=_port(args.port, "port", smoke=args.smoke),
+                                      admin_port=_port(args.admin_port, "admin_port", smoke=args.smoke),
+                                      debug_endpoints=True)  # all on loopback
+            settings.check()
             server = RouterServer(settings, FileSource(config))
             task = asyncio.create_task(server.run(), name="router")
             started = asyncio.create_task(server.started.wait())
@@ -103,6 +112,7 @@ inference-router demo: endpoint 'demo', deployments blue (90 %) and green (10 %)
   config (edit it, the router reloads): {config}
   admin: http://127.0.0.1:{server.ports['admin_port']}/readyz
   key:   {key}
+  paste into the shell you run the examples in:  export KEY={key}
 
   curl -s -X POST {base}/api/v1/endpoint/demo/score \\
     -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
@@ -120,5 +130,26 @@ inference-router demo: endpoint 'demo', deployments blue (90 %) and green (10 %)
                     await asyncio.wait_for(proc.wait(), timeout=10)
 
 
+def _port(given: int | None, name: str, *, smoke: bool) -> int:
+    """A port given as a flag; else any free one for a smoke run; else the serve setting's variable or default."""
+    if given is not None:
+        return given
+    if smoke:
+        return 0
+    port = spec(name)
+    raw = os.environ.get(port.env)
+    if raw is None:
+        return int(port.default)
+    try:
+        return cast(int, port.parse(raw))
+    except ValueError as exc:
+        raise ConfigError([f"{port.env}: {exc}"]) from None
+
+
 def run(args: argparse.Namespace) -> int:
-    return uvloop.run(_demo(args))
+    try:
+        return uvloop.run(_demo(args))
+    except ConfigError as exc:  # a port in use, say: the same clean refusal as `serve`
+        logs.event("start.refused", level=logging.ERROR, problems=exc.problems)
+        print("inference-router: " + "\n  ".join(["cannot start:", *exc.problems]), file=sys.stderr)
+        return 2

@@ -305,7 +305,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fail-rate", type=fraction, default=0.0, help="share of 500 answers (default 0)")
     parser.add_argument("--name", default="model", help="model name in answers and swagger (default model)")
     parser.add_argument("--log-requests", action="store_true",
-                        help='print {"event": "request", "id": <x-request-id>} for each POST /score')
+                        help='print {"event": "request", "id": <x-request-id>} for each POST /score (default: off)')
 
 
 def run(args: argparse.Namespace) -> int:

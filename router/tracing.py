@@ -11,7 +11,7 @@ and 64 bits from `random.getrandbits` (as OpenTelemetry's own generator), a span
 random per-process part and the request's serial number (the request id's serial).
 
 Export (`SpanExport`) is off by default and needs the `otel` extra
-(`pip install 'inference-router[otel]'`); the OpenTelemetry SDK is imported only here,
+(`pip install -e '.[otel]'` in the checkout); the OpenTelemetry SDK is imported only here,
 only when export is on. Spans are built from finished requests off the hot path, with
 the exact ids sent upstream, and exported by the SDK's batch processor in its thread;
 OTLP is configured by the standard `OTEL_EXPORTER_OTLP_*` and `OTEL_SERVICE_NAME`
@@ -81,13 +81,13 @@ class SpanExport:
             from opentelemetry.sdk.trace.id_generator import IdGenerator
         except ImportError:
             raise ConfigError(["trace_export: the OpenTelemetry SDK is not installed: "
-                               "pip install 'inference-router[otel]'"]) from None
+                               "pip install -e '.[otel]' in the checkout"]) from None
         if exporter == "otlp":
             try:
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
             except ImportError:
                 raise ConfigError(["trace_export: the OTLP exporter is not installed: "
-                                   "pip install 'inference-router[otel]'"]) from None
+                                   "pip install -e '.[otel]' in the checkout"]) from None
             span_exporter: SpanExporter = OTLPSpanExporter()
         else:
             span_exporter = ConsoleSpanExporter()

@@ -19,7 +19,7 @@ from router import access_log
 from router.access_log import WRITE_BYTES, AccessLog, Record, parse_mode
 from router.errors import ConfigError, Unauthorized
 from router.front.telemetry import Telemetry
-from tests.helpers import ManagedProcess, start_process
+from tests.helpers import ManagedProcess, run_to_exit, start_process
 from tests.routing import Config, start_sample_model
 
 TRACEPARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -194,12 +194,15 @@ def test_a_router_whose_log_reader_stalls_keeps_answering(tmp_path: Path) -> Non
 def test_a_router_refuses_to_start_with_a_bad_access_log_setting(tmp_path: Path) -> None:
     config = tmp_path / "router.yaml"
     config.write_text(Config().yaml())
-    process = ManagedProcess([sys.executable, "-m", "router.cli", "serve", "--config", str(config),
-                              "--allow-insecure-connections", "--port", "0", "--admin-port", "0",
-                              "--access-log", "sometimes"])
-    assert process.wait(30) != 0
+    serve = [sys.executable, "-m", "router.cli", "serve", "--config", str(config), "--allow-insecure-connections",
+             "--port", "0", "--admin-port", "0"]
+    code, output = run_to_exit([*serve, "--access-log", "sometimes"], timeout=30)
+    assert code == 2
+    assert "argument --access-log: expected on, off or sample=F with 0 < F <= 1, got 'sometimes'" in output
+    process = ManagedProcess(serve, env={"ROUTER_ACCESS_LOG": "sometimes"})
+    assert process.wait(30) == 2
     [refused] = process.events_named("start.refused")
-    assert "access_log" in refused["problems"][0]
+    assert "ROUTER_ACCESS_LOG: expected on, off or sample=F" in refused["problems"][0]
 
 
 def test_lines_are_written_once_a_buffer_fills_not_only_at_the_interval() -> None:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import jwt
 import pytest
 
 from tests.helpers import run_to_exit, start_process
-from tests.routing import Config, connect
+from tests.routing import Config, connect, start_router, start_sample_model
 
 SERVE = [sys.executable, "-m", "router.cli", "serve"]
 LOOPBACK = ["--host", "127.0.0.1", "--port", "0", "--admin-port", "0"]
@@ -99,3 +102,37 @@ def test_a_port_in_use_is_refused(config_file: Path, busy_port: int, which: str)
                        *(item for pair in ports.items() for item in pair))
     assert code == 2, output
     assert f"cannot listen on 127.0.0.1:{busy_port}" in output
+
+
+def test_a_share_of_a_missing_deployment_is_said_and_the_others_take_the_traffic(tmp_path: Path) -> None:
+    """As in a cluster: the file is served, and the share naming a deployment it lacks is not routed."""
+    model = start_sample_model("--name", "blue-0")
+    try:
+        config = Config().deployment("blue", [model.url], weight=90)
+        config.traffic["green"] = 10
+        router = start_router(tmp_path, config)
+        try:
+            [unrouted] = router.process.events_named("config.unrouted")
+            assert unrouted["notes"] == ["OnlineEndpoint default/demo: spec.traffic.green: no OnlineDeployment "
+                                         "'green' in namespace 'default'; its 10% is not routed"]
+            for _ in range(3):
+                answer = httpx.post(router.score_url(), headers=router.auth, json={}, timeout=10)
+                assert answer.status_code == 200 and answer.headers["azureml-model-deployment"] == "blue"
+        finally:
+            assert router.stop() == 0
+    finally:
+        model.process.stop()
+
+
+def test_token_prints_json_or_with_raw_the_bare_token(tmp_path: Path) -> None:
+    path = tmp_path / "resources.yaml"
+    path.write_text(Config(endpoint="secure", auth_mode="aml_token")
+                    .deployment("blue", ["http://127.0.0.1:9"], weight=100).yaml())
+    token = [sys.executable, "-m", "router.cli", "token", "--endpoint", "secure", "--config", str(path)]
+    code, output = run_to_exit(token)
+    assert code == 0, output
+    assert set(json.loads(output)) == {"accessToken", "expiryTimeUtc", "refreshAfterTimeUtc"}
+    code, output = run_to_exit([*token, "--raw", "--ttl", "30m"])
+    assert code == 0, output
+    claims = jwt.decode(output.strip(), options={"verify_signature": False})
+    assert output == output.strip() and claims["aud"] == "secure" and claims["exp"] - claims["iat"] == 1800

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import re
+import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from router.demo import REPLICAS, write_config
 from router.discovery.documents import load_file
-from tests.helpers import ManagedProcess
+from tests.helpers import ManagedProcess, run_to_exit
+
+DEMO = [sys.executable, "-m", "router.cli", "demo"]
+
+
+@pytest.fixture
+def busy_ports() -> Iterator[tuple[int, int]]:
+    """Two ports with a listener on each, as a demo already running holds them."""
+    with socket.socket() as one, socket.socket() as two:
+        for sock in (one, two):
+            sock.bind(("127.0.0.1", 0))
+            sock.listen()
+        yield one.getsockname()[1], two.getsockname()[1]
 
 
 def test_smoke_run_passes() -> None:
@@ -23,6 +40,25 @@ def test_smoke_run_passes() -> None:
     assert "FAIL" not in output
     names = [e["event"] for e in process.events]
     assert "listening" in names and "stopped" in names
+
+
+def test_smoke_takes_free_ports_so_it_runs_next_to_a_serving_demo(busy_ports: tuple[int, int]) -> None:
+    """The ports a demo would take (ROUTER_PORT, ROUTER_ADMIN_PORT) are in use: the smoke run does not mind."""
+    port, admin_port = busy_ports
+    code, output = run_to_exit([*DEMO, "--smoke"], timeout=60,
+                               env={"ROUTER_PORT": str(port), "ROUTER_ADMIN_PORT": str(admin_port)})
+    assert code == 0, output
+    assert "smoke test passed" in output
+    [used] = re.findall(r"smoke test against http://127\.0\.0\.1:(\d+)", output)
+    assert int(used) not in (port, 8080)  # neither the variable's port nor the default one
+
+
+def test_a_port_in_use_is_refused_cleanly_as_serve_does(busy_ports: tuple[int, int]) -> None:
+    port, _ = busy_ports
+    code, output = run_to_exit([*DEMO, "--smoke", "--port", str(port), "--admin-port", "0"], timeout=60)
+    assert code == 2, output
+    assert f"inference-router: cannot start:\n  cannot listen on 127.0.0.1:{port}" in output
+    assert "Traceback" not in output
 
 
 def test_the_bundled_config_renders_into_valid_resources(tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ def test_span_export_needs_a_known_exporter_and_the_optional_sdk() -> None:
     with pytest.raises(ConfigError, match="trace_export"):
         SpanExport("jaeger")
     if importlib.util.find_spec("opentelemetry") is None:
-        with pytest.raises(ConfigError, match=r"inference-router\[otel\]"):
+        with pytest.raises(ConfigError, match=r"pip install -e '\.\[otel\]'"):
             SpanExport("console")
         assert tracing.new_trace_flags == b"00"
     else:  # the extra is installed here: export starts and new traces are sampled while it runs

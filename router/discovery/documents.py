@@ -7,14 +7,20 @@ mirrorTraffic → deployments of that endpoint, keysSecretRef → Secret). A mes
 name it is called `document <n> (<Kind>)`, counting documents from 1. A reference to a
 document that was itself rejected is not reported a second time, and nothing is returned
 unless every document is valid: a source keeps its last good state instead.
-`parse_document` checks one document alone, for the cluster source, which accepts or
-rejects documents one by one.
+A traffic or mirror share naming a deployment the documents lack is not an error but a
+note, and the share is dropped (the endpoint's other deployments take the traffic): a
+cluster source treats it so (it is a normal moment of an edit there), and a file does
+the same. `parse_document` checks one document alone, for the cluster source, which
+accepts or rejects documents one by one. YAML mappings with a key twice are refused:
+PyYAML would keep the last one silently (a document appended without `---` merges
+into the one before).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -450,15 +456,35 @@ def _check_deployment(at: _At, endpoint: OnlineEndpoint, name: str, found: _Foun
     deployment = found.objects.get(("OnlineDeployment", endpoint.namespace, name))
     if isinstance(deployment, OnlineDeployment) and deployment.endpoint_name != endpoint.name:
         at.fail(f"deployment {name!r} belongs to endpoint {deployment.endpoint_name!r}")
-    elif deployment is None and found.missing("OnlineDeployment", endpoint.namespace, name):
-        at.fail(f"no OnlineDeployment {name!r} in namespace {endpoint.namespace!r}")
+    # a deployment that is missing altogether is not a problem: `_drop_missing_shares` notes it
 
 
-def parse_documents(docs: Iterable[object], *, origin: str = "<input>") -> Resources:
+def _drop_missing_shares(found: _Found, notes: list[str]) -> None:
+    """Endpoints without the shares of deployments that do not exist, each dropped share noted."""
+    for key, value in list(found.objects.items()):
+        if not isinstance(value, OnlineEndpoint):
+            continue
+        kept: dict[str, dict[str, int]] = {"traffic": {}, "mirrorTraffic": {}}
+        for field_name, shares in (("traffic", value.traffic), ("mirrorTraffic", value.mirror_traffic)):
+            for name, share in shares.items():
+                if not found.missing("OnlineDeployment", value.namespace, name):
+                    kept[field_name][name] = share
+                elif share:
+                    notes.append(f"OnlineEndpoint {value.namespace}/{value.name}: spec.{field_name}.{name}: no "
+                                 f"OnlineDeployment {name!r} in namespace {value.namespace!r}; its {share}% is "
+                                 "not routed")
+        if kept["traffic"] != dict(value.traffic) or kept["mirrorTraffic"] != dict(value.mirror_traffic):
+            found.objects[key] = dataclasses.replace(value, traffic=MappingProxyType(kept["traffic"]),
+                                                     mirror_traffic=MappingProxyType(kept["mirrorTraffic"]))
+
+
+def parse_documents(docs: Iterable[object], *, origin: str = "<input>", notes: list[str] | None = None
+                    ) -> Resources:
     """Validate loaded YAML/JSON documents; raise ConfigError listing every problem.
 
     `None` documents (empty YAML sections) are skipped but still counted. `origin` is not
-    put into messages (they name the document and field); callers may prefix it.
+    put into messages (they name the document and field); callers may prefix it. What is
+    valid but not routed as written (a share of a missing deployment) is added to `notes`.
     """
     found = _Found()
     for number, doc in enumerate(docs, start=1):
@@ -467,6 +493,7 @@ def parse_documents(docs: Iterable[object], *, origin: str = "<input>") -> Resou
     _check_references(found)
     if found.problems:
         raise ConfigError(list(dict.fromkeys(found.problems)))  # duplicate documents repeat their problems
+    _drop_missing_shares(found, [] if notes is None else notes)
     values = list(found.objects.values())
     return Resources(
         endpoints=tuple(v for v in values if isinstance(v, OnlineEndpoint)),
@@ -489,17 +516,37 @@ def parse_document(doc: object) -> OnlineEndpoint | OnlineDeployment | Secret:
     return cast(OnlineEndpoint | OnlineDeployment | Secret, value)
 
 
-def load_yaml(text: str, *, origin: str) -> Resources:
+class _Loader(yaml.SafeLoader):
+    """YAML's safe subset, refusing a mapping that holds a key twice (YAML forbids it; PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[object, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges keys that the mapping's own keys may override
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                earlier = first.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: the base class says so
+                break
+            if earlier is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {earlier.start_mark.line + 1}; "
+                    "a document appended without '---'?)", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, *, origin: str, notes: list[str] | None = None) -> Resources:
     """Parse a multi-document YAML text; syntax errors name `origin`, line and column."""
     try:
-        docs = list(yaml.safe_load_all(text))
+        docs = list(yaml.load_all(text, Loader=_Loader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError([f"{origin}: invalid YAML: {where}{exc.problem or exc.context}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{origin}: invalid YAML: {exc}"]) from None
-    return parse_documents(docs, origin=origin)
+    return parse_documents(docs, origin=origin, notes=notes)
 
 
 def read_text(path: str | os.PathLike[str]) -> str:

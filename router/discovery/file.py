@@ -34,7 +34,9 @@ class FileSource:
         self._signature = files.signature(self.path)
         text = read_text(self.path)
         self._digest = hashlib.sha256(text.encode()).digest()
-        resources = load_yaml(text, origin=str(self.path))
+        notes: list[str] = []
+        resources = load_yaml(text, origin=str(self.path), notes=notes)
+        self._note(notes)
         self.synced = True  # the server applies it before it serves
         return resources
 
@@ -52,8 +54,9 @@ class FileSource:
             digest = hashlib.sha256(text.encode()).digest()
             if digest == self._digest:
                 continue
+            notes: list[str] = []
             try:
-                resources = load_yaml(text, origin=str(self.path))
+                resources = load_yaml(text, origin=str(self.path), notes=notes)
                 apply(resources)
             except ConfigError as exc:
                 self._reject(exc.problems)
@@ -62,6 +65,12 @@ class FileSource:
             self.reloads += 1
             logs.event("config.reloaded", path=str(self.path), endpoints=len(resources.endpoints),
                        deployments=len(resources.deployments))
+            self._note(notes)
+
+    def _note(self, notes: list[str]) -> None:
+        """What the file asks for but is not routed, as a cluster's status would say."""
+        if notes:
+            logs.event("config.unrouted", level=logging.WARNING, path=str(self.path), notes=notes)
 
     def _reject(self, problems: list[str]) -> None:
         self.rejections += 1

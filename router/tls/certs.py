@@ -5,7 +5,8 @@
                                                    ca-key.pem, cert.pem (server, then CA), key.pem
     certs check --cert F --key F [--cname NAME]    the router's own validation; prints subject,
                                                    names, issuer chain, expiry; exit 1 if invalid
-    certs secret --cert F --key F [--name N]       a Kubernetes Secret manifest for the pair
+    certs secret --cert F --key F [--name N]       a Kubernetes Secret manifest for the pair, after a
+                                                   `---`, so it can be appended to a resources file
 
 `dev` reuses the CA already in DIR (ca.pem, ca-key.pem), so a client trusting it keeps
 doing so when the server certificate is made again (a new name, or a rotation). Files
@@ -33,7 +34,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from router.errors import ConfigError
 from router.tls.context import server_context
-from router.tls.material import CertificateInfo, PemPair, utc_now, validate
+from router.tls.material import PASSWORD_HINT, CertificateInfo, PemPair, utc_now, validate
 from router.tls.sources import PemFiles
 
 _DNS_NAME = re.compile(r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?",
@@ -141,9 +142,12 @@ def _load_ca(out: Path) -> Issued | None:
     return Issued(cert, key)
 
 
-def write_dev_certificates(out: Path, cname: str, *, ips: Sequence[str] = (), days: int = 365) -> Issued:
+def write_dev_certificates(out: Path, cname: str, *, ips: Sequence[str] = (), days: int = 365
+                           ) -> tuple[Issued, bool]:
+    """The server certificate written, and whether the CA already in `out` was reused."""
     out.mkdir(parents=True, exist_ok=True)
     ca = _load_ca(out)
+    reused = ca is not None
     if ca is None:
         ca = dev_ca()
         write_private(out / "ca-key.pem", ca.key_pem())
@@ -151,7 +155,7 @@ def write_dev_certificates(out: Path, cname: str, *, ips: Sequence[str] = (), da
     server = server_certificate(ca, cname, ips=ips, days=days)
     write_private(out / "key.pem", server.key_pem())
     write_private(out / "cert.pem", server.cert_pem() + ca.cert_pem(), 0o644)
-    return server
+    return server, reused
 
 
 def describe(info: CertificateInfo) -> str:
@@ -173,7 +177,8 @@ def secret_manifest(pair: PemPair, name: str, namespace: str | None = None) -> s
     if not _SECRET_NAME.fullmatch(name) or len(name) > 253:
         raise ConfigError([f"--name: {name!r} is not a valid Secret name (a DNS-1123 subdomain)"])
     metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
-    return yaml.safe_dump({"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque",
+    # `---` first: appended to a resources file, the Secret is a document of its own
+    return "---\n" + yaml.safe_dump({"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque",
                            "data": {"cert.pem": base64.b64encode(pair.cert).decode(),
                                     "key.pem": base64.b64encode(pair.key).decode()}}, sort_keys=False)
 
@@ -181,23 +186,29 @@ def secret_manifest(pair: PemPair, name: str, namespace: str | None = None) -> s
 # The command line
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    commands = parser.add_subparsers(dest="certs_command", required=True)
+    commands = parser.add_subparsers(dest="certs_command", required=True, metavar="COMMAND")
     dev = commands.add_parser("dev", help="a dev CA and a server certificate for a name")
-    dev.add_argument("--cname", required=True, help="the DNS name clients use (also 127.0.0.1 and ::1)")
-    dev.add_argument("--out", required=True, type=Path, help="directory for ca.pem, cert.pem, key.pem")
-    dev.add_argument("--ip", action="append", default=[], help="one more IP address to cover (repeatable)")
-    dev.add_argument("--days", type=int, default=365, help="validity of the server certificate (default 365)")
+    dev.add_argument("--cname", required=True, help="the DNS name clients use (required; 127.0.0.1 and ::1 "
+                     "are always covered too)")
+    dev.add_argument("--out", required=True, type=Path, help="directory for ca.pem, ca-key.pem, cert.pem, key.pem "
+                     "(required; a CA already there is reused)")
+    dev.add_argument("--ip", action="append", default=[], help="one more IP address to cover, repeatable "
+                     "(default: none)")
+    dev.add_argument("--days", type=int, default=365, help="validity of the server certificate in days "
+                       "(default: 365)")
     dev.set_defaults(func=_run_dev)
     for name, help_text, func in (("check", "validate a certificate and key as the router does", _run_check),
                                   ("secret", "print a Kubernetes Secret manifest for a pair", _run_secret)):
         sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("--cert", required=True, type=Path, help="certificate chain, PEM: server first")
-        sub.add_argument("--key", required=True, type=Path, help="private key, PEM")
-        sub.add_argument("--cname", help="a name the certificate must cover")
-        sub.add_argument("--key-password", help="passphrase of the key (default: $ROUTER_SSL_KEY_PASSWORD)")
+        sub.add_argument("--cert", required=True, type=Path, help="certificate chain, PEM, server first (required)")
+        sub.add_argument("--key", required=True, type=Path, help="private key, PEM (required)")
+        sub.add_argument("--cname", help="a name the certificate must cover (default: none checked)")
+        sub.add_argument("--key-password", help="passphrase of the key (default: ROUTER_SSL_KEY_PASSWORD)")
         sub.set_defaults(func=func)
-    commands.choices["secret"].add_argument("--name", default="inference-router-tls", help="the Secret's name")
-    commands.choices["secret"].add_argument("--namespace", help="the Secret's namespace")
+    commands.choices["secret"].add_argument("--name", default="inference-router-tls",
+                                            help="the Secret's name (default: inference-router-tls)")
+    commands.choices["secret"].add_argument("--namespace", help="the Secret's namespace (default: none, "
+                                            "kubectl's current one)")
 
 
 def _pair(args: argparse.Namespace) -> tuple[PemPair, str | None]:
@@ -214,16 +225,18 @@ def _run_dev(args: argparse.Namespace) -> int:
     if not 1 <= args.days <= 3650:
         return _fail(2, [f"--days: must be from 1 to 3650, got {args.days}"])
     try:
-        write_dev_certificates(args.out, args.cname, ips=args.ip, days=args.days)
+        _, reused = write_dev_certificates(args.out, args.cname, ips=args.ip, days=args.days)
     except ConfigError as exc:
         return _fail(2, exc.problems)
     except OSError as exc:
         return _fail(2, [f"{args.out}: cannot write: {exc.strerror or exc}"])
-    out = args.out
-    print(f"wrote {out / 'ca.pem'} (trust this), {out / 'cert.pem'}, {out / 'key.pem'} for {args.cname}\n"
+    out, name = args.out, args.cname
+    ca = (f"reused the CA in {out / 'ca.pem'} and {out / 'ca-key.pem'}" if reused else
+          f"wrote the CA: {out / 'ca.pem'} (give it to clients) and {out / 'ca-key.pem'} (its key)")
+    print(f"{ca}\nwrote the certificate for {name}: {out / 'cert.pem'} and {out / 'key.pem'}\n"
           f"serve:  inference-router serve --config FILE --ssl-cert-pem-file {out / 'cert.pem'} "
-          f"--ssl-key-pem-file {out / 'key.pem'} --ssl-cname {args.cname}\n"
-          f"client: curl --cacert {out / 'ca.pem'} https://{args.cname}:8443/...")
+          f"--ssl-key-pem-file {out / 'key.pem'} --ssl-cname {name}\n"
+          f"client: curl --cacert {out / 'ca.pem'} --resolve {name}:8443:127.0.0.1 https://{name}:8443/...")
     return 0
 
 
@@ -232,7 +245,7 @@ def _run_check(args: argparse.Namespace) -> int:
         pair, password = _pair(args)
         info = check(pair, password=password, cname=args.cname)
     except ConfigError as exc:
-        return _fail(1, exc.problems)
+        return _fail(1, _in_certs_terms(exc.problems))
     print(describe(info))
     print("ok: the router accepts this pair" + (f" for {args.cname}" if args.cname else ""))
     return 0
@@ -244,8 +257,14 @@ def _run_secret(args: argparse.Namespace) -> int:
         check(pair, password=password, cname=args.cname)
         print(secret_manifest(pair, args.name, args.namespace), end="")
     except ConfigError as exc:
-        return _fail(1, exc.problems)
+        return _fail(1, _in_certs_terms(exc.problems))
     return 0
+
+
+def _in_certs_terms(problems: list[str]) -> list[str]:
+    """The validation speaks of `serve`'s flag; these commands take the passphrase as --key-password."""
+    return [p.replace(PASSWORD_HINT, "pass --key-password (or set ROUTER_SSL_KEY_PASSWORD)")
+            .replace("sslKeyPassword does not decrypt", "--key-password does not decrypt") for p in problems]
 
 
 def _fail(code: int, problems: list[str]) -> int:

@@ -222,8 +222,6 @@ CASES: list[tuple[str, Mutation, str]] = [
     ("traffic sum", _spec(ENDPOINT, traffic={"blue": 90, "green": 0}),
      EP + "spec.traffic: percentages must sum to 0 or 100, got 90"),
     ("traffic not a mapping", _spec(ENDPOINT, traffic=["blue"]), EP + "spec.traffic: must be a mapping"),
-    ("traffic to unknown deployment", _spec(ENDPOINT, traffic={"blue": 50, "red": 50}),
-     EP + "spec.traffic.red: no OnlineDeployment 'red' in namespace 'models'"),
     ("traffic to another endpoint's deployment", _route_to_iris_deployment,
      EP + "spec.traffic.red: deployment 'red' belongs to endpoint 'iris'"),
     ("mirror over 50", _spec(ENDPOINT, mirrorTraffic={"green": 51}),
@@ -232,8 +230,6 @@ CASES: list[tuple[str, Mutation, str]] = [
      EP + "spec.mirrorTraffic: at most one deployment, got 2"),
     ("mirror to a live deployment", _spec(ENDPOINT, traffic={"blue": 90, "green": 10}),
      EP + "spec.mirrorTraffic.green: deployment also receives 10% of live traffic"),
-    ("mirror to unknown deployment", _spec(ENDPOINT, mirrorTraffic={"red": 5}),
-     EP + "spec.mirrorTraffic.red: no OnlineDeployment 'red'"),
     ("keys secret missing", _spec(ENDPOINT, keysSecretRef="other-keys"),
      EP + "spec.keysSecretRef: no Secret 'other-keys' in namespace 'models'"),
     ("keys secret without keys", lambda docs: docs[SECRET].update(data={"token": _b64("t")}, stringData={}),
@@ -404,6 +400,51 @@ def test_unnamed_documents_are_numbered_from_one_counting_empty_ones() -> None:
     ]
 
     assert problems_of(docs) == ["document 3 (OnlineDeployment): metadata.name: required"]
+
+
+def test_a_share_of_a_missing_deployment_is_dropped_and_noted_as_in_a_cluster() -> None:
+    docs = example()
+    docs[0]["spec"].update(traffic={"blue": 90, "green": 0, "red": 10}, mirrorTraffic={"gray": 5})
+    notes: list[str] = []
+
+    [endpoint] = parse_documents(docs, notes=notes).endpoints
+
+    assert dict(endpoint.traffic) == {"blue": 90, "green": 0}  # blue takes all of it
+    assert dict(endpoint.mirror_traffic) == {}
+    assert notes == [
+        "OnlineEndpoint models/mnist: spec.traffic.red: no OnlineDeployment 'red' in namespace 'models'; "
+        "its 10% is not routed",
+        "OnlineEndpoint models/mnist: spec.mirrorTraffic.gray: no OnlineDeployment 'gray' in namespace "
+        "'models'; its 5% is not routed"]
+
+
+def test_a_share_of_a_rejected_deployment_is_not_dropped_but_the_file_refused() -> None:
+    docs = example()
+    docs[1]["spec"]["scoringRoute"] = "score"
+    assert problems_of(docs) == ["OnlineDeployment models/blue: spec.scoringRoute: must start with '/', got 'score'"]
+
+
+@pytest.mark.parametrize(("text", "line", "problem"), [
+    # a Secret appended to a file without `---`: it would silently replace the document before it
+    (EXAMPLE + "apiVersion: v1\nkind: Secret\nmetadata: {name: router-tls}\n", 49,
+     "duplicate key 'apiVersion' (first on line 40; a document appended without '---'?)"),
+    ("kind: Secret\nstringData: {primaryKey: one, primaryKey: two}\n", 2, "duplicate key 'primaryKey'"),
+])
+def test_a_mapping_with_a_key_twice_is_refused(text: str, line: int, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_yaml(text, origin="models.yaml")
+
+    (message,) = caught.value.problems
+    assert message.startswith(f"models.yaml: invalid YAML: line {line}, column ")
+    assert problem in message
+
+
+def test_merge_keys_may_still_override_what_they_merge() -> None:
+    text = EXAMPLE.replace("  requestSettings:\n    requestTimeoutMs: 5000\n",
+                           "  requestSettings:\n    <<: {requestTimeoutMs: 100}\n    requestTimeoutMs: 5000\n")
+    assert "<<" in text
+    blue = next(d for d in load_yaml(text, origin="models.yaml").deployments if d.name == "blue")
+    assert blue.request_settings.request_timeout_ms == 5000
 
 
 def test_invalid_yaml_names_the_origin_line_and_column() -> None:

@@ -15,8 +15,10 @@ import pytest
 import yaml
 
 from router.cli import main
+from router.discovery.documents import load_yaml
 from tests.routing import StartedModel
 from tests.tls.conftest import TlsRouter, config_for, start_tls_router
+from tests.tls.pki import Pki
 
 CERTS = [sys.executable, "-m", "router.cli", "certs"]
 
@@ -140,3 +142,35 @@ def test_secret_refuses_an_invalid_pair_and_a_bad_name(dev: Path) -> None:
     assert bad.returncode == 1 and "is a CA certificate" in bad.stderr and bad.stdout == ""
     named = certs("secret", "--cert", dev / "cert.pem", "--key", dev / "key.pem", "--name", "Router_TLS")
     assert named.returncode == 1 and "--name: 'Router_TLS' is not a valid Secret name" in named.stderr
+
+
+def test_dev_lists_every_file_it_wrote_says_when_it_reused_the_ca_and_how_to_call(tmp_path: Path) -> None:
+    first = certs("dev", "--cname", "a.test", "--out", tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert f"wrote the CA: {tmp_path / 'ca.pem'}" in first.stdout and str(tmp_path / "ca-key.pem") in first.stdout
+    assert f"{tmp_path / 'cert.pem'} and {tmp_path / 'key.pem'}" in first.stdout
+    assert "--resolve a.test:8443:127.0.0.1 https://a.test:8443/" in first.stdout
+    again = certs("dev", "--cname", "b.test", "--out", tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert f"reused the CA in {tmp_path / 'ca.pem'}" in again.stdout and "wrote the CA" not in again.stdout
+
+
+def test_check_of_an_encrypted_key_names_its_own_password_flag(pki: Pki, tmp_path: Path) -> None:
+    cert, key = pki.write(tmp_path, pki.pair(password="pw-0123"))
+    without = certs("check", "--cert", cert, "--key", key)
+    assert without.returncode == 1
+    assert "pass --key-password (or set ROUTER_SSL_KEY_PASSWORD)" in without.stderr
+    wrong = certs("check", "--cert", cert, "--key", key, "--key-password", "nope")
+    assert wrong.returncode == 1 and "--key-password does not decrypt the private key" in wrong.stderr
+    assert "ssl-key-password" not in without.stderr + wrong.stderr and "sslKeyPassword" not in wrong.stderr
+    assert certs("check", "--cert", cert, "--key", key, "--key-password", "pw-0123").returncode == 0
+
+
+def test_secret_appended_to_a_resources_file_is_a_document_of_its_own(dev: Path, model: StartedModel) -> None:
+    printed = certs("secret", "--cert", dev / "cert.pem", "--key", dev / "key.pem", "--name", "router-tls")
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.startswith("---\n")
+    config = config_for(model).yaml()
+    assert not config.rstrip().endswith("---")  # it ends with a document, as a user's file does
+    resources = load_yaml(config + printed.stdout, origin="router.yaml")
+    assert {s.name for s in resources.secrets} == {"router-tls", "demo-keys"}
