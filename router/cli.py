@@ -28,6 +28,8 @@ def _serve(args: argparse.Namespace) -> int:
 
             source: Source = KubernetesSource(KubernetesSettings(
                 namespace=args.namespace, kubeconfig=args.kubeconfig,
+                allow_loopback_replicas=config.allow_loopback_replicas,
+                address_family=config.replica_address_family,
                 scoring_base_url=f"https://{config.ssl_cname}" if config.ssl_cname else ""))
         else:
             source = FileSource(args.config, poll_interval=config.config_poll_interval)

@@ -53,6 +53,12 @@ class RouterSettings:
     upstream_idle_timeout: float = 4.0
     # how a free replica is chosen: least_loaded (load and latency aware) or round_robin
     balancing_policy: str = "least_loaded"
+    allow_loopback_replicas: bool = setting(
+        False, "with --kubernetes: accept EndpointSlice addresses that are loopback or the router's own "
+        "(replicas on the router's machine: tests, one-host demos)", group="replicas and balancing")
+    replica_address_family: str = setting(
+        "IPv4", "with --kubernetes: the address family (IPv4 or IPv6) of a dual-stack Service's replicas",
+        group="replicas and balancing")
     # What a client may send; each limit is answered with its own status and JSON body.
     max_header_count: int = 100  # headers in one request; 431 beyond
     max_header_bytes: int = 32 * 1024  # request line and headers together; 431 beyond
@@ -87,6 +93,8 @@ class RouterSettings:
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise ConfigError([f"{name}: must be a port number from 0 to 65535, got {value}"])
+        if self.replica_address_family not in ("IPv4", "IPv6"):
+            raise ConfigError([f"replica_address_family: must be IPv4 or IPv6, got {self.replica_address_family!r}"])
         if self.balancing_policy not in ("least_loaded", "round_robin"):
             raise ConfigError([f"balancing_policy: must be least_loaded or round_robin, got {self.balancing_policy!r}"])
         for name in ("max_header_count", "max_header_bytes", "max_url_bytes", "max_connections",

@@ -117,7 +117,8 @@ class KubeRouter:
 
 def start_kube_router(kubeconfig: Path, *extra: str) -> KubeRouter:
     process = start_process([sys.executable, "-m", "router.cli", "serve", "--kubernetes", "--kubeconfig",
-                             str(kubeconfig), "--allow-insecure-connections", "--host", "127.0.0.1",
+                             str(kubeconfig), "--allow-insecure-connections", "--allow-loopback-replicas",
+                             "--host", "127.0.0.1",
                              "--port", "0", "--admin-port", "0", *extra], timeout=30)
     return KubeRouter(process, int(process.ready["port"]), int(process.ready["admin_port"]))
 

@@ -7,12 +7,14 @@ from typing import Any
 
 import pytest
 
+from router.discovery.kubernetes.addresses import AddressPolicy
 from router.discovery.kubernetes.api import ONLINE_DEPLOYMENTS, ONLINE_ENDPOINTS, SECRETS, Kind
 from router.discovery.kubernetes.assembly import Assembly, Parsed, ResourceKey, assemble, parse_objects, ready_urls
 from router.model import OnlineEndpoint
 from tests.kube.cluster import deployment, endpoint, endpoint_slice, secret
 
 Obj = dict[str, Any]
+LOOPBACK = AddressPolicy(allow_loopback=True)  # the replicas of these tests share 127.0.0.1
 
 
 def versioned(obj: Obj, version: int, created: str = "2026-01-01T00:00:00Z") -> Obj:
@@ -33,7 +35,7 @@ def build(*objects: Obj, previous: dict[ResourceKey, Parsed] | None = None,
     parsed: dict[ResourceKey, Parsed] = {}
     for name, kind in kinds.items():
         parsed.update(parse_objects(kind, raw[name], previous or {}))
-    return assemble(raw, parsed, [versioned(s, 1) for s in slices or []]), parsed
+    return assemble(raw, parsed, [versioned(s, 1) for s in slices or []], LOOPBACK), parsed
 
 
 BLUE_SLICES = [endpoint_slice("blue-a", "svc-blue", 5001), endpoint_slice("blue-b", "svc-blue", 5002)]
@@ -52,7 +54,7 @@ def test_replicas_are_the_ready_not_terminating_addresses() -> None:
               endpoint_slice("c", "svc", 5003, terminating=True), endpoint_slice("d", "svc", 5004, address="fd00::1")]
     unset = endpoint_slice("e", "svc", 5005, address="10.0.0.5")
     unset["endpoints"][0]["conditions"] = {}  # unset ready means ready
-    assert ready_urls([*slices, unset], "http") == (
+    assert ready_urls([*slices, unset], "http", LOOPBACK).urls == (
         "http://10.0.0.5:5005", "http://127.0.0.1:5001", "http://[fd00::1]:5004")
 
 
@@ -69,7 +71,7 @@ def test_the_port_is_the_slice_port_matching_the_service_port(ports: list[Obj], 
                                                               expected: int | None) -> None:
     piece = endpoint_slice("a", "svc", 1)
     piece["ports"] = ports
-    assert ready_urls([piece], wanted) == ((f"http://127.0.0.1:{expected}",) if expected else ())
+    assert ready_urls([piece], wanted, LOOPBACK).urls == ((f"http://127.0.0.1:{expected}",) if expected else ())
 
 
 # The routed state

@@ -18,7 +18,7 @@ Applied = list[tuple[Resources, ServiceReplicas]]
 
 def run_source(kubeconfig: Path, scenario: Callable[[KubernetesSource, Applied], Awaitable[None]],
                namespace: str | None = None) -> None:
-    settings = KubernetesSettings(namespace=namespace, kubeconfig=str(kubeconfig),
+    settings = KubernetesSettings(namespace=namespace, kubeconfig=str(kubeconfig), allow_loopback_replicas=True,
                                   watch=WatchSettings(backoff_s=0.05, backoff_max_s=0.4),
                                   lease=LeaseSettings(retry_s=0.2))
 
@@ -61,20 +61,29 @@ def test_a_new_reference_is_applied_only_with_what_it_references(api_server: Fak
     demo(api_server)
 
     async def scenario(source: KubernetesSource, applied: Applied) -> None:
-        assert "watches=4" in repr(source)  # two kinds, one Service, one Secret
+        assert "watches=4" in repr(source)  # two kinds, the slices of one namespace, one Secret
         api_server.create("endpointslices", endpoint_slice("svc-green-1", "svc-green", 6001))
         api_server.create("onlinedeployments", deployment("green", "demo", "svc-green"))
         api_server.patch("onlineendpoints", "demo", {"spec": {"traffic": {"blue": 50, "green": 50}}})
         await until(lambda: any(d.name == "green" for d in applied[-1][0].deployments), timeout=2)
-        assert "watches=5" in repr(source)
-        for resources, replicas in applied:  # never routed to green before its replicas were known
+        assert "watches=4" in repr(source)  # the namespace's slices are watched already
+        api_server.create("secrets", secret("other-keys", namespace="team-c", primaryKey="other-key-0123456789"))
+        api_server.create("endpointslices", endpoint_slice("svc-c-1", "svc-c", 7001, namespace="team-c"))
+        api_server.create("onlineendpoints", endpoint("demo-c", {"cyan": 100}, keys="other-keys", namespace="team-c"))
+        api_server.create("onlinedeployments", deployment("cyan", "demo-c", "svc-c", namespace="team-c"))
+        await until(lambda: any(d.name == "cyan" for d in applied[-1][0].deployments), timeout=2)
+        assert "watches=6" in repr(source)  # another namespace's slices, another Secret
+        for resources, replicas in applied:  # never routed to a deployment before its replicas were known
             if any(d.name == "green" for d in resources.deployments):
                 assert replicas[("default", "svc-green")] == ("http://127.0.0.1:6001",)
+            if any(d.name == "cyan" for d in resources.deployments):
+                assert replicas[("team-c", "svc-c")] == ("http://127.0.0.1:7001",)
+                assert any(s.name == "other-keys" for s in resources.secrets)
 
-        api_server.patch("onlineendpoints", "demo", {"spec": {"traffic": {"blue": 100, "green": None}}})
-        api_server.delete("onlinedeployments", "green")
-        await until(lambda: "watches=4" in repr(source), timeout=2)  # its Service is no longer watched
-        assert ("default", "svc-green") not in applied[-1][1]
+        for kind, name in (("onlinedeployments", "cyan"), ("onlineendpoints", "demo-c")):
+            api_server.delete(kind, name, namespace="team-c")
+        await until(lambda: "watches=4" in repr(source), timeout=2)  # that namespace is no longer watched
+        assert ("team-c", "svc-c") not in applied[-1][1]
 
     run_source(kubeconfig, scenario)
 

@@ -17,12 +17,13 @@ ENDPOINT = ("OnlineEndpoint", "default", "demo")
 
 
 def test_an_endpoint_status_names_its_uri_replicas_and_conditions() -> None:
-    report = Report(serving=True, ready_replicas=3, deployments={"blue": 2, "green": 1})
-    obj = {"metadata": {"generation": 4}}
+    report = Report(generation=4, serving=True, ready_replicas=3, deployments={"blue": 2, "green": 1})
+    obj = {"metadata": {"generation": 5}}  # a newer spec, written since the report was made
     status = render(ENDPOINT, report, obj, scoring_base_url="https://router.example", at="T1")
     assert status["scoringUri"] == "https://router.example/api/v1/endpoint/demo/score"
     assert status["readyReplicas"] == 3 and status["deployments"] == {"blue": 2, "green": 1}
-    assert status["observedGeneration"] == 4
+    assert status["observedGeneration"] == 4  # the generation judged, never one it has not seen
+    assert {c["observedGeneration"] for c in status["conditions"]} == {4}
     assert [(c["type"], c["status"], c["reason"]) for c in status["conditions"]] == [
         ("Accepted", "True", "Valid"), ("Ready", "True", "Ready")]
 
