@@ -18,7 +18,8 @@ state and its rules are in `fake_store`, the HTTP side here):
 - bearer-token authentication, and a log of every request (method, path, query, token).
 
 Faults: `cut_watches()` drops every open watch without a clean end; `outage()` does that and
-closes every connection without an answer until it ends. Tests change objects directly with
+closes every connection without an answer until it ends; `hold(token)` leaves one client's
+requests unanswered until it ends. Tests change objects directly with
 `create`, `replace`, `patch`, `delete`, which go through the same code as HTTP writes.
 """
 
@@ -112,6 +113,11 @@ class _Handler(BaseHTTPRequestHandler):
         token = auth[7:] if auth[:7].lower() == "bearer " else ""
         record = Request(method, url.path, query, token)
         api.requests.append(record)
+        if token in api.held:  # a partition: no answer until it ends, then the connection is cut
+            with api.store.cond:
+                api.store.cond.wait_for(lambda: token not in api.held)
+            self._drop()
+            return
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         try:
@@ -275,6 +281,7 @@ class FakeApiServer:
         self.bookmark_interval = bookmark_interval
         self.requests: list[Request] = []  # every request answered
         self.refused = 0  # connections and requests dropped unanswered during an outage
+        self.held: set[str] = set()  # tokens whose requests get no answer (see `hold`)
         self.down = False
         self.epoch = 0  # bumped to cut every open watch
         self._http = _HttpServer(("127.0.0.1", 0), _Handler)
@@ -295,6 +302,8 @@ class FakeApiServer:
 
     def stop(self) -> None:
         self.down = True
+        with self.store.cond:
+            self.held.clear()
         self.cut_watches()
         self._http.shutdown()
         self._http.server_close()
@@ -327,6 +336,19 @@ class FakeApiServer:
             yield
         finally:
             self.down = False
+
+    @contextlib.contextmanager
+    def hold(self, token: str) -> Iterator[None]:
+        """While inside: requests with `token` hang unanswered (cut when the block ends), as behind a
+        partition or an overloaded server; other clients are served."""
+        with self.store.cond:
+            self.held.add(token)
+        try:
+            yield
+        finally:
+            with self.store.cond:
+                self.held.discard(token)
+                self.store.cond.notify_all()
 
     def compact(self) -> int:
         """Forget the history so far: a watch from an older version gets 410 Gone."""

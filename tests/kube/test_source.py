@@ -9,6 +9,7 @@ from pathlib import Path
 from router.discovery.kubernetes import KubernetesSettings, KubernetesSource
 from router.discovery.kubernetes.settings import LeaseSettings, WatchSettings
 from router.discovery.source import ServiceReplicas
+from router.metrics import REGISTRY
 from router.model import Resources
 from tests.kube.cluster import deployment, endpoint, endpoint_slice, running, secret, until
 from tests.kube.fake_apiserver import FakeApiServer
@@ -99,5 +100,35 @@ def test_status_only_changes_apply_nothing_new(api_server: FakeApiServer, kubeco
         assert len(applied) == 1 and source.applied == 1
         assert len(api_server.requests_for("onlineendpoints", method="PATCH")) == 1
         assert len(api_server.requests_for("onlinedeployments", method="PATCH")) == 1
+
+    run_source(kubeconfig, scenario)
+
+
+def test_a_refused_status_write_holds_back_only_its_own_object(api_server: FakeApiServer, kubeconfig: Path) -> None:
+    demo(api_server)
+    # a tightened CRD rule that the status of an endpoint without keys or deployments breaks (its message is long)
+    conditions = api_server.store.schemas["onlineendpoints"]["properties"]["status"]["properties"]["conditions"]
+    conditions["items"]["properties"]["message"]["maxLength"] = 40
+    api_server.create("onlineendpoints", endpoint("lonely", {}, keys="no-such-keys"))
+    failures = "inference_router_discovery_status_write_failures_total"
+    before = REGISTRY.get_sample_value(failures, {"resource": "OnlineEndpoint"}) or 0
+
+    async def scenario(source: KubernetesSource, applied: Applied) -> None:
+        # the others get their status although the refused one comes first
+        await until(lambda: "status" in api_server.get("onlineendpoints", "demo")
+                    and "status" in api_server.get("onlinedeployments", "blue"))
+        await until(lambda: (REGISTRY.get_sample_value(failures, {"resource": "OnlineEndpoint"}) or 0) - before >= 2)
+        refused = [r for r in api_server.requests_for("onlineendpoints", method="PATCH") if "/lonely/" in r.path]
+        assert {r.status for r in refused} == {422}
+        await asyncio.sleep(1.0)  # retried with its own doubling delay (0.05 s to 0.4 s here), not in a spin
+        retried = len([r for r in api_server.requests_for("onlineendpoints", method="PATCH") if "/lonely/" in r.path])
+        assert len(refused) < retried <= len(refused) + 6
+        assert "status" not in api_server.get("onlineendpoints", "lonely")
+        # a status change of another object is written at once, while the refused one waits
+        api_server.patch("endpointslices", "svc-blue-1", {"endpoints": [{"addresses": ["127.0.0.1"]}, {
+            "addresses": ["127.0.0.2"]}]})
+        await until(lambda: api_server.get("onlinedeployments", "blue")["status"]["readyReplicas"] == 2, timeout=2)
+        del conditions["items"]["properties"]["message"]["maxLength"]  # the rule loosened: the retry succeeds
+        await until(lambda: "status" in api_server.get("onlineendpoints", "lonely"), timeout=2)
 
     run_source(kubeconfig, scenario)
