@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from router.discovery.kubernetes import KubernetesSettings, KubernetesSource
 from router.discovery.kubernetes.settings import LeaseSettings, WatchSettings
@@ -18,17 +19,19 @@ Applied = list[tuple[Resources, ServiceReplicas]]
 
 
 def run_source(kubeconfig: Path, scenario: Callable[[KubernetesSource, Applied], Awaitable[None]],
-               namespace: str | None = None) -> None:
-    settings = KubernetesSettings(namespace=namespace, kubeconfig=str(kubeconfig), allow_loopback_replicas=True,
-                                  watch=WatchSettings(backoff_s=0.05, backoff_max_s=0.4),
-                                  lease=LeaseSettings(retry_s=0.2))
+               namespace: str | None = None, *, wait_synced: bool = True, **settings: Any) -> None:
+    """`scenario` with a source watching the fake cluster (once it has synced, unless `wait_synced` is False)."""
+    chosen = KubernetesSettings(**{"namespace": namespace, "kubeconfig": str(kubeconfig),
+                                   "allow_loopback_replicas": True, "lease": LeaseSettings(retry_s=0.2),
+                                   "watch": WatchSettings(backoff_s=0.05, backoff_max_s=0.4), **settings})
 
     async def main() -> None:
-        source = KubernetesSource(settings, identity="test")
+        source = KubernetesSource(chosen, identity="test")
         applied: Applied = []
         assert await source.load() == Resources() and not source.synced
         async with running(source.watch(lambda r, s=None: applied.append((r, s or {})))):
-            await until(lambda: source.synced)
+            if wait_synced:
+                await until(lambda: source.synced)
             await scenario(source, applied)
     asyncio.run(main())
 
@@ -132,3 +135,58 @@ def test_a_refused_status_write_holds_back_only_its_own_object(api_server: FakeA
         await until(lambda: "status" in api_server.get("onlineendpoints", "lonely"), timeout=2)
 
     run_source(kubeconfig, scenario)
+
+
+def test_the_first_state_waits_until_every_reference_has_listed(api_server: FakeApiServer, kubeconfig: Path) -> None:
+    demo(api_server)
+
+    async def scenario(source: KubernetesSource, applied: Applied) -> None:
+        with api_server.hold(plural="endpointslices", verb="list"), api_server.hold(plural="secrets", verb="list"):
+            await asyncio.sleep(1.0)  # well past reference_sync_s: still not ready, nothing applied
+            assert not source.synced and applied == []
+        await until(lambda: source.synced, timeout=3)
+        ((resources, replicas),) = applied  # the first state is the whole one: replicas and keys
+        assert replicas == {("default", "svc-blue"): ("http://127.0.0.1:5001",)}
+        assert [s.name for s in resources.secrets] == ["demo-keys"]
+
+    run_source(kubeconfig, scenario, wait_synced=False, reference_sync_s=0.3)
+
+
+def test_a_refused_reference_does_not_hold_the_first_state_back(api_server: FakeApiServer, kubeconfig: Path) -> None:
+    demo(api_server)
+
+    async def scenario(source: KubernetesSource, applied: Applied) -> None:
+        with api_server.fail(403, plural="secrets"):  # waiting would not help: ready without its keys
+            assert await until(lambda: source.synced, timeout=3) < 1.5  # not first_list_timeout_s (30 s)
+        ((resources, replicas),) = applied
+        assert replicas == {("default", "svc-blue"): ("http://127.0.0.1:5001",)} and resources.secrets == ()
+
+    run_source(kubeconfig, scenario, wait_synced=False)
+
+
+def test_a_reference_that_cannot_list_does_not_cut_short_the_wait_of_a_new_one(
+        api_server: FakeApiServer, kubeconfig: Path) -> None:
+    demo(api_server)
+
+    def team(namespace: str) -> None:
+        api_server.create("secrets", secret("keys", namespace=namespace, primaryKey="team-key-0123456789"))
+        api_server.create("endpointslices", endpoint_slice("svc-1", "svc", 7001, namespace=namespace))
+        api_server.create("onlineendpoints", endpoint(f"ep-{namespace}", {"cyan": 100}, keys="keys",
+                                                      namespace=namespace))
+        api_server.create("onlinedeployments", deployment("cyan", f"ep-{namespace}", "svc", namespace=namespace))
+
+    async def scenario(source: KubernetesSource, applied: Applied) -> None:
+        with api_server.fail(403, plural="endpointslices", namespace="forbidden"):
+            team("forbidden")  # its slices can never be listed: applied without them, once refused
+            await until(lambda: any(d.namespace == "forbidden" for d in applied[-1][0].deployments), timeout=2)
+            await asyncio.sleep(1.2)  # that watch is now older than reference_sync_s
+            with api_server.hold(plural="endpointslices", namespace="team-x", verb="list"):
+                team("team-x")
+                await asyncio.sleep(0.6)  # within team-x's own reference_sync_s: not applied yet
+                assert not any(d.namespace == "team-x" for d in applied[-1][0].deployments)
+            await until(lambda: any(d.namespace == "team-x" for d in applied[-1][0].deployments), timeout=3)
+        for _, replicas in applied:  # never routed to team-x before its replicas were known
+            if ("team-x", "svc") in replicas:
+                assert replicas[("team-x", "svc")] == ("http://127.0.0.1:7001",)
+
+    run_source(kubeconfig, scenario, reference_sync_s=1.0)

@@ -142,7 +142,7 @@ def test_a_holder_cut_off_stops_leading_at_its_renew_deadline_before_anyone_take
             async with running(b.run()):
                 await asyncio.sleep(0.3)
                 both = 0
-                with api_server.hold("a-token"):  # a's renewals get no answer; b is served
+                with api_server.hold(token="a-token"):  # a's renewals get no answer; b is served
                     cut = loop.time()
                     while not b.is_leader:
                         both += a.is_leader and b.is_leader
