@@ -45,7 +45,8 @@ def demo(api: FakeApiServer, namespace: str = "default") -> None:
     api.create("endpointslices", endpoint_slice("svc-blue-1", "svc-blue", 5001, namespace=namespace))
 
 
-def test_one_namespace_is_watched_and_leased_in_alone(api_server: FakeApiServer, kubeconfig: Path) -> None:
+def test_one_namespace_is_watched_and_leased_in_alone(api_server: FakeApiServer, tmp_path: Path) -> None:
+    kubeconfig = api_server.kubeconfig(tmp_path / "kubeconfig", namespace="team-a")  # the router's own namespace
     demo(api_server, "team-a")
     demo(api_server, "team-b")
 

@@ -144,8 +144,8 @@ class KubernetesSource:
         return task
 
     def _own_namespace(self, api: KubeApi) -> str:
-        """The router's namespace (its Lease, its own Secret): --namespace, else the client's."""
-        return self.settings.namespace or api.namespace
+        """The router's own namespace (its Lease, its own Secret): the pod's, not the watched one."""
+        return api.namespace
 
     async def follow_secret(self, name: str, on_change: Callable[[Obj | None], None]) -> str:
         """Watch the Secret `name` in the router's namespace, for the router's own use (not routed).
