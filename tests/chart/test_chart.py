@@ -170,7 +170,8 @@ def granted(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
 READ = {*{("inference-router.dev", r, v) for r in ("onlineendpoints", "onlinedeployments") for v in ("list", "watch")},
         ("inference-router.dev", "onlineendpoints/status", "patch"),
         ("inference-router.dev", "onlinedeployments/status", "patch"),
-        ("discovery.k8s.io", "endpointslices", "list"), ("discovery.k8s.io", "endpointslices", "watch")}
+        ("discovery.k8s.io", "endpointslices", "list"), ("discovery.k8s.io", "endpointslices", "watch"),
+        ("", "services", "list"), ("", "services", "watch")}
 SECRETS = {("", "secrets", "list"), ("", "secrets", "watch")}
 
 

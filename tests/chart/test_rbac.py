@@ -72,7 +72,11 @@ def run_router(objects: Manifests, api_server: FakeApiServer, kubeconfig: Path, 
     api_server.create("secrets", tls_secret)
     api_server.create("secrets", secret("demo-keys", namespace=where, primaryKey=KEY))
     api_server.create("onlineendpoints", endpoint("demo", {"blue": 100}, namespace=where))
-    api_server.create("onlinedeployments", deployment("blue", "demo", "demo-blue", namespace=where))
+    # the Service port as a number, as many write it: mapped through the Service to the slices' target port
+    api_server.create("services", {"apiVersion": "v1", "kind": "Service",
+                                    "metadata": {"name": "demo-blue", "namespace": where},
+                                    "spec": {"ports": [{"name": "http", "port": 80, "targetPort": model.port}]}})
+    api_server.create("onlinedeployments", deployment("blue", "demo", "demo-blue", port=80, namespace=where))
     api_server.create("endpointslices", endpoint_slice("demo-blue-0", "demo-blue", model.port, namespace=where))
     process = start_process([sys.executable, "-m", "router.cli", *container["args"], "--kubeconfig", str(kubeconfig),
                              "--allow-loopback-replicas"], env=env, timeout=30)

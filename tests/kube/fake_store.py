@@ -75,6 +75,7 @@ TYPES = {t.plural: t for t in (
     ResourceType("onlinedeployments", "inference-router.dev", "v1alpha1", "OnlineDeployment", True),
     ResourceType("endpointslices", "discovery.k8s.io", "v1", "EndpointSlice"),
     ResourceType("secrets", "", "v1", "Secret"),
+    ResourceType("services", "", "v1", "Service"),
     ResourceType("leases", "coordination.k8s.io", "v1", "Lease"),
 )}
 

@@ -269,3 +269,29 @@ def test_a_refused_secret_update_revokes_the_keys_it_removed_or_changed() -> Non
     changed["data"]["tokenSigningKey"] = "not base64!"
     assembly, _ = build(*objects, changed, previous=parsed, slices=BLUE_SLICES)
     assert assembly.resources.secrets[0].keys == (kept,)  # a changed value revokes the old one too
+
+
+def service(name: str, *ports: tuple[str, int, int | str]) -> Obj:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"ports": [{"name": n, "port": p, "targetPort": t, "protocol": "TCP"} for n, p, t in ports]}}
+
+
+def test_a_service_port_number_is_mapped_through_the_service_to_the_slices_target_port() -> None:
+    # slices list target ports under the Service port's name: 80 → 8080 "http", 9090 → 9100 "metrics"
+    piece = endpoint_slice("svc-a", "svc", 8080, address="10.0.0.1")
+    piece["ports"] = [{"name": "http", "port": 8080}, {"name": "metrics", "port": 9100}]
+    objects = [endpoint("demo", {"blue": 100}), deployment("blue", "demo", "svc", port=80),
+               secret("demo-keys", primaryKey="p")]
+    kinds = {"OnlineEndpoint": ONLINE_ENDPOINTS, "OnlineDeployment": ONLINE_DEPLOYMENTS, "Secret": SECRETS}
+    raw = {kind: [versioned(o, n) for n, o in enumerate(objects, 1) if o["kind"] == kind] for kind in kinds}
+    parsed = {k: v for name, kind in kinds.items() for k, v in parse_objects(kind, raw[name], {}).items()}
+
+    mapped = assemble(raw, parsed, [versioned(piece, 1)], services=[service("svc", ("http", 80, 8080),
+                                                                             ("metrics", 9090, "metrics"))])
+    assert mapped.service_replicas == {("default", "svc"): ("http://10.0.0.1:8080",)}
+    assert mapped.port_lookups == {"default"}  # the Services of that namespace are watched for it
+    # without the Service, 80 is matched against target ports: nothing (the old misreading)
+    assert assemble(raw, parsed, [versioned(piece, 1)]).service_replicas == {("default", "svc"): ()}
+    missing = assemble(raw, parsed, [versioned(piece, 1)], services=[service("svc", ("http", 8000, 8080))])
+    assert missing.reports[("OnlineDeployment", "default", "blue")].waiting[0] == \
+        "spec.backend.service.port: Service 'svc' has no TCP port 80"

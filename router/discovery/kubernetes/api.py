@@ -64,6 +64,7 @@ ONLINE_ENDPOINTS = Kind("inference-router.dev", "v1alpha1", "onlineendpoints", "
 ONLINE_DEPLOYMENTS = Kind("inference-router.dev", "v1alpha1", "onlinedeployments", "OnlineDeployment")
 ENDPOINT_SLICES = Kind("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
 SECRETS = Kind("", "v1", "secrets", "Secret")
+SERVICES = Kind("", "v1", "services", "Service")
 LEASES = Kind("coordination.k8s.io", "v1", "leases", "Lease")
 
 

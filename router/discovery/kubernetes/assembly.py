@@ -79,6 +79,7 @@ class Assembly:
     services: frozenset[ServiceKey]  # the Services whose EndpointSlices to watch
     secrets: frozenset[tuple[str, str]]  # the Secrets (namespace, name) to watch
     refused: frozenset[str] = frozenset()  # replica addresses refused, each with its slice and why
+    port_lookups: frozenset[str] = frozenset()  # namespaces whose Services map a deployment's port number
 
 
 def parse_objects(kind: Kind, objects: Iterable[Obj], previous: Mapping[ResourceKey, Parsed]
@@ -188,18 +189,33 @@ def _slice_port(ports: list[Obj], wanted: int | str) -> int | None:
     """
     tcp = [p for p in ports if (p.get("protocol") or "TCP") == "TCP" and isinstance(p.get("port"), int)]
     for p in tcp:
-        if (isinstance(wanted, str) and p.get("name") == wanted) or (isinstance(wanted, int) and p["port"] == wanted):
+        if (isinstance(wanted, str) and (p.get("name") or "") == wanted) or (
+                isinstance(wanted, int) and p["port"] == wanted):
             return int(p["port"])
     return int(tcp[0]["port"]) if isinstance(wanted, int) and len(tcp) == 1 else None
 
 
+def _named_port(service: Obj, number: int) -> str | None:
+    """The name slices list the Service port `number` under ("" when unnamed), or None if it has no such port.
+
+    Slice ports are target ports: a Service port number is found there only through its name.
+    """
+    for port in (service.get("spec") or {}).get("ports") or []:
+        if isinstance(port, dict) and port.get("port") == number and (port.get("protocol") or "TCP") == "TCP":
+            return str(port.get("name") or "")
+    return None
+
+
 def assemble(raw: Mapping[str, Iterable[Obj]], parsed: Mapping[ResourceKey, Parsed],
-             slices: Iterable[Obj], policy: AddressPolicy = STRICT, family: str = "IPv4") -> Assembly:
+             slices: Iterable[Obj], policy: AddressPolicy = STRICT, family: str = "IPv4",
+             services: Iterable[Obj] = ()) -> Assembly:
     """The routed state and every custom resource's report, from validated objects and slices.
 
     `raw` holds the objects by kind name (for their creation times); `parsed` comes from
-    `parse_objects` over the same objects.
+    `parse_objects` over the same objects; `services` are the Services of the namespaces where
+    a deployment gives a port number (`Assembly.port_lookups`), to map it to the slices' port.
     """
+    known_services = {object_key(s): s for s in services}
     created = {(kind, *object_key(o)):
                str(o["metadata"].get("creationTimestamp") or "") for kind, objs in raw.items() for o in objs}
     problems: dict[ResourceKey, list[str]] = {k: list(p.problems) for k, p in parsed.items()
@@ -232,7 +248,13 @@ def assemble(raw: Mapping[str, Iterable[Obj]], parsed: Mapping[ResourceKey, Pars
                 notes.append(f"spec.backend.service: Service {dep.service.name!r} is used with port {port!r} "
                              f"by deployment {user!r}; one Service serves one port here")
                 continue
-            found = ready_urls(by_slice_service.get(service, ()), port, policy, family)
+            wanted: int | str | None = port
+            if isinstance(port, int) and service in known_services:
+                wanted = _named_port(known_services[service], port)
+                if wanted is None:
+                    notes.append(f"spec.backend.service.port: Service {dep.service.name!r} has no TCP port {port}")
+            found = ready_urls(by_slice_service.get(service, ()), wanted, policy, family) if wanted is not None \
+                else ServiceEndpoints(())
             service_replicas[service] = found.urls
             ready[key] = len(found.urls)
             notes.extend(found.refused)
@@ -293,7 +315,8 @@ def assemble(raw: Mapping[str, Iterable[Obj]], parsed: Mapping[ResourceKey, Pars
     return Assembly(resources, MappingProxyType(service_replicas), MappingProxyType(reports),
                     frozenset(service_ports), frozenset((ep.namespace, ep.keys_secret_ref) for ep in
                                                         endpoints.values() if ep.keys_secret_ref),
-                    frozenset(refused))
+                    frozenset(refused),
+                    frozenset(ns for (ns, _), (port, _) in service_ports.items() if isinstance(port, int)))
 
 
 def _unique_endpoint_names(endpoints: dict[ResourceKey, OnlineEndpoint], created: Mapping[ResourceKey, str],

@@ -4,8 +4,10 @@ Two reflectors always run, for OnlineEndpoints and OnlineDeployments (in one nam
 all). The accepted objects decide what else to watch: the EndpointSlices of each namespace
 where a deployment names a Service (one watch per namespace, of the slices that carry the
 label `kubernetes.io/service-name`, filtered here: API server load does not grow with the
-number of Services), and each Secret an endpoint names (field `metadata.name`: the router
-reads no Secret it was not told about), one reflector each, started and stopped as
+number of Services), the Services of a namespace where a deployment gives its port as a
+number (slices list target ports: the Service maps the number to them), and each Secret an
+endpoint names (field `metadata.name`: the router reads no Secret it was not told about), one
+reflector each, started and stopped as
 references come and go. Every change wakes one loop, which waits for the burst to settle,
 assembles the state from all the copies (`assembly`), applies it if it differs from the
 last one, and hands the reports to the status writer.
@@ -40,6 +42,7 @@ from router.discovery.kubernetes.api import (
     ONLINE_DEPLOYMENTS,
     ONLINE_ENDPOINTS,
     SECRETS,
+    SERVICES,
     KubeApi,
     Obj,
 )
@@ -199,8 +202,8 @@ class KubernetesSource:
             parsed.update(parse_objects(kind, raw[kind.kind], self._parsed))
         self._parsed = parsed
         assembly = assemble(raw, parsed, self._referenced(ENDPOINT_SLICES.kind), self.policy,
-                            self.settings.address_family)
-        self._follow(assembly.services, assembly.secrets)
+                            self.settings.address_family, self._referenced(SERVICES.kind))
+        self._follow(assembly.services, assembly.secrets, assembly.port_lookups)
         loop = asyncio.get_running_loop()
         budget = self.settings.reference_sync_s if self.synced else self.settings.first_list_timeout_s
         deadlines = [w.started + budget for w in self._references.values()
@@ -214,14 +217,18 @@ class KubernetesSource:
         self._report_refused(assembly.refused)
         return assembly
 
-    def _follow(self, services: frozenset[ServiceKey], secrets: frozenset[tuple[str, str]]) -> None:
-        """Start a watch for each newly referenced namespace's slices and Secret, stop those no longer referenced."""
+    def _follow(self, services: frozenset[ServiceKey], secrets: frozenset[tuple[str, str]],
+                port_lookups: frozenset[str]) -> None:
+        """Start a watch for each newly referenced namespace's slices (and Services, where a port number must be
+        mapped) and Secret, stop those no longer referenced."""
         wanted = {(ENDPOINT_SLICES.kind, ns, "") for ns, _ in services} | {
-            (SECRETS.kind, ns, name) for ns, name in secrets}
+            (SECRETS.kind, ns, name) for ns, name in secrets} | {(SERVICES.kind, ns, "") for ns in port_lookups}
         for key in wanted - self._references.keys():
             kind, namespace, name = key
             if kind == SECRETS.kind:
                 selection = _secret(namespace, name)
+            elif kind == SERVICES.kind:
+                selection = Selection(kind=SERVICES, namespace=namespace)
             else:  # every Service's slices in the namespace (the label exists): one watch, filtered here
                 selection = Selection(kind=ENDPOINT_SLICES, namespace=namespace, labels=SERVICE_NAME_LABEL)
             self._references[key] = self._start(selection)
