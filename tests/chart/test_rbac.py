@@ -57,7 +57,7 @@ def allowed(rules: list[tuple[str | None, Rule]], request: Request) -> bool:
 
 @pytest.fixture
 def api_server() -> Iterator[FakeApiServer]:
-    with FakeApiServer(bookmark_interval=0.5) as server:
+    with FakeApiServer() as server:  # bookmarks about once a minute, as a real server sends them
         yield server
 
 
@@ -82,9 +82,9 @@ def run_router(objects: Manifests, api_server: FakeApiServer, kubeconfig: Path, 
                              "--allow-loopback-replicas"], env=env, timeout=30)
     try:
         def served() -> bool:
-            status = api_server.get("onlineendpoints", "demo", namespace=where).get("status") or {}
-            return status.get("readyReplicas") == 1
-        wait_until(served, 10, "the endpoint's status written")
+            return all((api_server.get(plural, name, namespace=where).get("status") or {}).get("readyReplicas") == 1
+                       for plural, name in (("onlineendpoints", "demo"), ("onlinedeployments", "blue")))
+        wait_until(served, 10, "the endpoint's and the deployment's status written")
     finally:
         print(*process.lines[-40:], sep="\n")  # shown if the test failed
         assert process.stop() == 0

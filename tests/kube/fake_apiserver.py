@@ -20,7 +20,10 @@ state and its rules are in `fake_store`, the HTTP side here):
 Faults: `cut_watches()` drops every open watch without a clean end; `outage()` does that and
 closes every connection without an answer until it ends; `fail(code, ...)` answers the requests
 it selects (by resource, namespace, token, verb) with an error, `Retry-After` included if asked;
-`hold(...)` leaves them unanswered until it ends. Tests change objects directly with
+`hold(...)` leaves them unanswered until it ends; `cut_next_event` breaks a watch halfway
+through an event; `lagging(at)` answers watches from a newer version with 504, as a restarted
+API server whose cache has not caught up does. Bookmarks come every `bookmark_interval`
+(a real server: about a minute) and when a watch times out. Tests change objects directly with
 `create`, `replace`, `patch`, `delete`, which go through the same code as HTTP writes.
 """
 
@@ -230,12 +233,24 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _chunk(self, event: Obj) -> None:
         data = json.dumps(event).encode() + b"\n"
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        frame = b"%x\r\n%s\r\n" % (len(data), data)
+        api = self.server.api
+        if api.cut_next_event and event.get("type") != "BOOKMARK":
+            api.cut_next_event = False
+            self.wfile.write(frame[:len(frame) // 2])  # the connection breaks halfway through the event
+            self.wfile.flush()
+            self._drop()
+            raise OSError("cut mid-event")
+        self.wfile.write(frame)
         self.wfile.flush()
 
     def _watch(self, rtype: ResourceType, namespace: str | None, query: dict[str, str]) -> None:
         api, store = self.server.api, self.server.api.store
         matches = api.matcher(namespace, query)  # raises before the answer starts
+        since_rv = int(query.get("resourceVersion") or 0)
+        if api.cache_rv is not None and since_rv > api.cache_rv:  # a restarted server's cache, not caught up
+            raise ApiError(504, "Timeout", f"Too large resource version: {since_rv}, current: {api.cache_rv}",
+                           retry_after=1)
         timeout = float(query.get("timeoutSeconds") or 1800)
         bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
         since = query.get("resourceVersion") or "0"
@@ -324,13 +339,15 @@ class _HttpServer(ThreadingHTTPServer):
 class FakeApiServer:
     """Start with `with FakeApiServer() as api:`; `api.kubeconfig(path)` points a client at it."""
 
-    def __init__(self, *, tokens: tuple[str, ...] = ("router-token",), bookmark_interval: float = 1.0) -> None:
+    def __init__(self, *, tokens: tuple[str, ...] = ("router-token",), bookmark_interval: float = 60.0) -> None:
         self.store = Store()
         self.tokens = set(tokens)
         self.bookmark_interval = bookmark_interval
         self.requests: list[Request] = []  # every request answered
         self.refused = 0  # connections and requests dropped unanswered during an outage
         self.faults: list[Fault] = []  # see `fail` and `hold`
+        self.cut_next_event = False  # the next watch event breaks off halfway, and its connection with it
+        self.cache_rv: int | None = None  # see `lagging`
         self.down = False
         self.epoch = 0  # bumped to cut every open watch
         self._http = _HttpServer(("127.0.0.1", 0), _Handler)
@@ -404,6 +421,16 @@ class FakeApiServer:
         """While inside: the requests `where` selects hang unanswered (cut when the block ends), as behind
         a partition or an overloaded server; other requests are served."""
         return self.fail(0, **where)
+
+    @contextlib.contextmanager
+    def lagging(self, at: int) -> Iterator[None]:
+        """While inside: the watch cache is at version `at` (as after an API server restart), so a watch from a
+        newer version gets 504 "Too large resource version" with Retry-After: 1, as a real server answers."""
+        self.cache_rv = at
+        try:
+            yield
+        finally:
+            self.cache_rv = None
 
     def compact(self) -> int:
         """Forget the history so far: a watch from an older version gets 410 Gone."""
