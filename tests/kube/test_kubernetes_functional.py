@@ -297,3 +297,23 @@ def test_only_the_lease_holder_writes_status_and_a_follower_takes_over(
         assert writers() == {"token-a", "token-b"}
         holder = api_server.get("leases", "inference-router-status")["spec"]["holderIdentity"]
         assert holder.endswith(f"-{follower.process.pid}")
+
+
+def test_a_refused_secret_rotation_still_revokes_the_key_it_removed(
+        api_server: FakeApiServer, kubeconfig: Path, sample_model_factory: Callable[..., SampleModel],
+        routers: list[KubeRouter]) -> None:
+    model = sample_model_factory("--name", "blue-0")
+    seed_demo(api_server, K1, model.port)
+    api_server.patch("secrets", "demo-keys", {"data": {"secondaryKey": secret("x", k=K2)["data"]["k"]}})
+    routers.append(router := start_kube_router(kubeconfig))
+    router.wait_ready()
+    assert router.score("demo", K1).status_code == 200 and router.score("demo", K2).status_code == 200
+
+    # the leaked primary key is removed, and the same edit carries a value the router refuses
+    api_server.patch("secrets", "demo-keys", {"data": {"primaryKey": None, "tokenSigningKey": "not base64!"}})
+    wait_until(lambda: router.score("demo", K1).status_code == 401, 2, "the removed key refused")
+    assert router.score("demo", K2).status_code == 200  # the key it still holds, unchanged, works
+    wait_until(lambda: "is rejected" in condition(api_server, "onlineendpoints", "demo", "Ready").get("message", ""),
+               2, "the endpoint's Ready condition says why")
+    ready = condition(api_server, "onlineendpoints", "demo", "Ready")
+    assert ready["status"] == "False" and K1 not in ready["message"] and K2 not in ready["message"]
