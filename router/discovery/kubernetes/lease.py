@@ -52,7 +52,7 @@ class LeaderElector:
         return asyncio.get_running_loop().time() - self._renewed_at < self.settings.renew_deadline_s
 
     def __repr__(self) -> str:
-        role = "leader" if self.is_leader else "follower"
+        role = "leader" if self._leading else "follower"
         return f"<LeaderElector {self.namespace}/{self.settings.name} {self.identity} {role}>"
 
     async def run(self) -> None:
