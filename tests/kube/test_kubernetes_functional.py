@@ -317,3 +317,16 @@ def test_a_refused_secret_rotation_still_revokes_the_key_it_removed(
                2, "the endpoint's Ready condition says why")
     ready = condition(api_server, "onlineendpoints", "demo", "Ready")
     assert ready["status"] == "False" and K1 not in ready["message"] and K2 not in ready["message"]
+
+
+def test_readyz_waits_for_the_replicas_and_keys_of_the_first_state(
+        api_server: FakeApiServer, kubeconfig: Path, sample_model_factory: Callable[..., SampleModel],
+        routers: list[KubeRouter]) -> None:
+    seed_demo(api_server, K1, sample_model_factory("--name", "blue-0").port)
+    with api_server.hold(plural="endpointslices", verb="list"), api_server.hold(plural="secrets", verb="list"):
+        routers.append(router := start_kube_router(kubeconfig))
+        time.sleep(4.0)  # past the 3 s a later change waits for its references: a new pod is still not ready
+        assert not router.ready()
+    router.wait_ready()
+    answer = router.score("demo", K1)  # the first state it serves has the replicas and the keys
+    assert answer.status_code == 200 and answer.json()["name"] == "blue-0"
