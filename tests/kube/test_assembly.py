@@ -295,3 +295,18 @@ def test_a_service_port_number_is_mapped_through_the_service_to_the_slices_targe
     missing = assemble(raw, parsed, [versioned(piece, 1)], services=[service("svc", ("http", 8000, 8080))])
     assert missing.reports[("OnlineDeployment", "default", "blue")].waiting[0] == \
         "spec.backend.service.port: Service 'svc' has no TCP port 80"
+
+
+def test_a_reference_the_api_server_refuses_is_said_to_be_unreadable_not_missing() -> None:
+    objects = [endpoint("demo", {"blue": 100}), deployment("blue", "demo", "svc-blue")]
+    kinds = {"OnlineEndpoint": ONLINE_ENDPOINTS, "OnlineDeployment": ONLINE_DEPLOYMENTS, "Secret": SECRETS}
+    raw = {kind: [versioned(o, n) for n, o in enumerate(objects, 1) if o["kind"] == kind] for kind in kinds}
+    parsed = {k: v for name, kind in kinds.items() for k, v in parse_objects(kind, raw[name], {}).items()}
+    refused = "GET /apis/discovery.k8s.io/v1/namespaces/default/endpointslices: 403 forbidden"
+    assembly = assemble(raw, parsed, [], unreadable={("EndpointSlice", "default", ""): refused,
+                                                     ("Secret", "default", "demo-keys"): "403 forbidden"})
+    assert assembly.reports[("OnlineDeployment", "default", "blue")].waiting == (
+        f"no ready replica in the EndpointSlices of Service 'svc-blue': they cannot be read: {refused}",)
+    assert assembly.reports[("OnlineEndpoint", "default", "demo")].waiting[-1] == (
+        "spec.keysSecretRef: Secret 'demo-keys' in namespace 'default' cannot be read: 403 forbidden: "
+        "every call is refused")

@@ -159,8 +159,14 @@ def test_a_refused_reference_does_not_hold_the_first_state_back(api_server: Fake
     async def scenario(source: KubernetesSource, applied: Applied) -> None:
         with api_server.fail(403, plural="secrets"):  # waiting would not help: ready without its keys
             assert await until(lambda: source.synced, timeout=3) < 1.5  # not first_list_timeout_s (30 s)
-        ((resources, replicas),) = applied
-        assert replicas == {("default", "svc-blue"): ("http://127.0.0.1:5001",)} and resources.secrets == ()
+            ((resources, replicas),) = applied
+            assert replicas == {("default", "svc-blue"): ("http://127.0.0.1:5001",)} and resources.secrets == ()
+            # the endpoint's status says the Secret cannot be read, not that it is missing
+            await until(lambda: "cannot be read" in str(api_server.get("onlineendpoints", "demo").get("status")))
+            (ready,) = [c for c in api_server.get("onlineendpoints", "demo")["status"]["conditions"]
+                        if c["type"] == "Ready"]
+            assert ready["message"].startswith("spec.keysSecretRef: Secret 'demo-keys' in namespace 'default' "
+                                               "cannot be read: GET /api/v1/namespaces/default/secrets: 403 ")
 
     run_source(kubeconfig, scenario, wait_synced=False)
 

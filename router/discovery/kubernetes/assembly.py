@@ -32,7 +32,15 @@ from types import MappingProxyType
 
 from router.discovery.documents import parse_document
 from router.discovery.kubernetes.addresses import AddressPolicy
-from router.discovery.kubernetes.api import ONLINE_DEPLOYMENTS, ONLINE_ENDPOINTS, SECRETS, Kind, Obj, object_key
+from router.discovery.kubernetes.api import (
+    ENDPOINT_SLICES,
+    ONLINE_DEPLOYMENTS,
+    ONLINE_ENDPOINTS,
+    SECRETS,
+    Kind,
+    Obj,
+    object_key,
+)
 from router.discovery.source import ServiceKey
 from router.errors import ConfigError
 from router.model import OnlineDeployment, OnlineEndpoint, Resources, Secret
@@ -208,13 +216,16 @@ def _named_port(service: Obj, number: int) -> str | None:
 
 def assemble(raw: Mapping[str, Iterable[Obj]], parsed: Mapping[ResourceKey, Parsed],
              slices: Iterable[Obj], policy: AddressPolicy = STRICT, family: str = "IPv4",
-             services: Iterable[Obj] = ()) -> Assembly:
+             services: Iterable[Obj] = (), unreadable: Mapping[ResourceKey, str] | None = None) -> Assembly:
     """The routed state and every custom resource's report, from validated objects and slices.
 
     `raw` holds the objects by kind name (for their creation times); `parsed` comes from
     `parse_objects` over the same objects; `services` are the Services of the namespaces where
-    a deployment gives a port number (`Assembly.port_lookups`), to map it to the slices' port.
+    a deployment gives a port number (`Assembly.port_lookups`), to map it to the slices' port;
+    `unreadable` the references the API server refuses to list, (kind, namespace, name or ""
+    for a namespace's slices) → why, so that a report says "cannot be read", not "missing".
     """
+    unreadable = unreadable or {}
     known_services = {object_key(s): s for s in services}
     created = {(kind, *object_key(o)):
                str(o["metadata"].get("creationTimestamp") or "") for kind, objs in raw.items() for o in objs}
@@ -269,8 +280,10 @@ def assemble(raw: Mapping[str, Iterable[Obj]], parsed: Mapping[ResourceKey, Pars
             continue
         attached.setdefault((dep.namespace, dep.endpoint_name), {})[dep.name] = dep
         if ready[key] == 0:
+            why = unreadable.get((ENDPOINT_SLICES.kind, dep.namespace, "")) if dep.service else None
             notes.append("no ready replica" + (f" in the EndpointSlices of Service {dep.service.name!r}"
-                                               if dep.service else ""))
+                                               if dep.service else "") + (f": they cannot be read: {why}"
+                                                                          if why else ""))
 
     routed: list[OnlineEndpoint] = []
     for key, ep in sorted(endpoints.items()):
@@ -287,6 +300,10 @@ def assemble(raw: Mapping[str, Iterable[Obj]], parsed: Mapping[ResourceKey, Pars
             waiting[key].append(f"spec.keysSecretRef: Secret {ep.keys_secret_ref!r} is rejected (see the router's "
                                 "log): only keys it still holds unchanged work, "
                                 f"{len(secret.keys) if secret else 0} of them")
+        elif ep.keys_secret_ref and secret is None and (SECRETS.kind, ep.namespace, ep.keys_secret_ref) in unreadable:
+            waiting[key].append(f"spec.keysSecretRef: Secret {ep.keys_secret_ref!r} in namespace {ep.namespace!r} "
+                                f"cannot be read: {unreadable[(SECRETS.kind, ep.namespace, ep.keys_secret_ref)]}: "
+                                "every call is refused")
         elif ep.keys_secret_ref and secret is None:
             waiting[key].append(f"spec.keysSecretRef: no Secret {ep.keys_secret_ref!r} in namespace "
                                 f"{ep.namespace!r}: every call is refused")

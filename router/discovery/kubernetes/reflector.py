@@ -118,7 +118,10 @@ class Reflector:
                 await asyncio.sleep(backoff.next_delay())
             except KubeError as exc:
                 delay = max(backoff.next_delay(), exc.retry_after_s or 0.0)
+                was_refused = self.refused
                 self.failing, self.last_error, self.last_status = True, str(exc), exc.status
+                if self.refused and not was_refused:
+                    self.on_change()  # whoever waits for this list need not wait any longer
                 logs.event("kubernetes.watch.failed", level=logging.WARNING, selection=str(self.selection),
                            error=str(exc), retry_in_s=round(delay, 2), listed=self.synced)
                 await asyncio.sleep(delay)

@@ -201,8 +201,9 @@ class KubernetesSource:
         for kind in (ONLINE_ENDPOINTS, ONLINE_DEPLOYMENTS, SECRETS):
             parsed.update(parse_objects(kind, raw[kind.kind], self._parsed))
         self._parsed = parsed
+        unreadable = {key: w.reflector.last_error for key, w in self._references.items() if w.reflector.refused}
         assembly = assemble(raw, parsed, self._referenced(ENDPOINT_SLICES.kind), self.policy,
-                            self.settings.address_family, self._referenced(SERVICES.kind))
+                            self.settings.address_family, self._referenced(SERVICES.kind), unreadable)
         self._follow(assembly.services, assembly.secrets, assembly.port_lookups)
         loop = asyncio.get_running_loop()
         budget = self.settings.reference_sync_s if self.synced else self.settings.first_list_timeout_s
