@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -56,6 +57,9 @@ class RouterSettings:
     allow_loopback_replicas: bool = setting(
         False, "with --kubernetes: accept EndpointSlice addresses that are loopback or the router's own "
         "(replicas on the router's machine: tests, one-host demos)", group="replicas and balancing")
+    status_lease: str = setting(
+        "inference-router-status", "with --kubernetes: the Lease, in the router's namespace, whose holder writes "
+        "status (one per installation)", group="resources and cluster")
     replica_address_family: str = setting(
         "IPv4", "with --kubernetes: the address family (IPv4 or IPv6) of a dual-stack Service's replicas",
         group="replicas and balancing")
@@ -93,6 +97,9 @@ class RouterSettings:
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise ConfigError([f"{name}: must be a port number from 0 to 65535, got {value}"])
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", self.status_lease):
+            raise ConfigError([f"status_lease: must be a Kubernetes object name (a-z, 0-9, '-', '.'), "
+                               f"got {self.status_lease!r}"])
         if self.replica_address_family not in ("IPv4", "IPv6"):
             raise ConfigError([f"replica_address_family: must be IPv4 or IPv6, got {self.replica_address_family!r}"])
         if self.balancing_policy not in ("least_loaded", "round_robin"):

@@ -201,11 +201,12 @@ def test_rbac_grants_secrets_only_where_the_router_reads_them() -> None:
         assert own["rules"] == [
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-             "resourceNames": ["inference-router-status"], "verbs": ["get", "update"]},
+             "resourceNames": [f"{NAME}-status"], "verbs": ["get", "update"]},
             {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["router-cert"],
              "verbs": ["list", "watch"]}]
         assert objects[("RoleBinding", f"{NAME}-self")]["subjects"] == [account]
         assert objects[("Deployment", NAME)]["spec"]["template"]["spec"]["serviceAccountName"] == NAME
+        assert {"name": "ROUTER_STATUS_LEASE", "value": f"{NAME}-status"} in container(objects)["env"]
         for obj in objects.values():
             validate(obj)
 
