@@ -144,7 +144,7 @@ def ready_urls(slices: Iterable[Obj], port: int | str, policy: AddressPolicy = S
                family: str = "IPv4") -> ServiceEndpoints:
     """`http://address:port` of every ready, not terminating endpoint in a Service's slices.
 
-    An endpoint is one pod (its targetRef, else its hostname, else its address): listed in slices
+    An endpoint is one pod (its targetRef, else its hostname, else its URL): listed in slices
     of both families, its `family` address serves. Addresses `policy` refuses are left out, and said.
     """
     chosen: dict[tuple[str, ...], dict[str, str]] = {}  # endpoint → family → URL

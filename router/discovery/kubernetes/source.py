@@ -7,10 +7,9 @@ label `kubernetes.io/service-name`, filtered here: API server load does not grow
 number of Services), the Services of a namespace where a deployment gives its port as a
 number (slices list target ports: the Service maps the number to them), and each Secret an
 endpoint names (field `metadata.name`: the router reads no Secret it was not told about), one
-reflector each, started and stopped as
-references come and go. Every change wakes one loop, which waits for the burst to settle,
-assembles the state from all the copies (`assembly`), applies it if it differs from the
-last one, and hands the reports to the status writer.
+reflector each, started and stopped as references come and go. Every change wakes one loop,
+which waits for the burst to settle, assembles the state from all the copies (`assembly`),
+applies it if it differs from the last one, and hands the reports to the status writer.
 
 A change that starts to reference a namespace's slices or a Secret is applied once that
 reflector has listed, or the API server refused it (403: waiting would not help), or its own
