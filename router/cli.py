@@ -30,9 +30,13 @@ def _serve(args: argparse.Namespace) -> int:
                                "OnlineDeployment and Secret documents) or --kubernetes"])
         if args.kubernetes:
             from router.discovery.kubernetes import KubernetesSettings, KubernetesSource
+            from router.discovery.kubernetes.settings import LeaseSettings
 
             source: Source = KubernetesSource(KubernetesSettings(
                 namespace=args.namespace, kubeconfig=args.kubeconfig,
+                allow_loopback_replicas=config.allow_loopback_replicas,
+                address_family=config.replica_address_family,
+                lease=LeaseSettings(name=config.status_lease),
                 scoring_base_url=f"https://{config.ssl_cname}" if config.ssl_cname else ""))
         else:
             source = FileSource(args.config, poll_interval=config.config_poll_interval)

@@ -238,6 +238,8 @@ def exposition(collector: RouterCollector | None = None) -> bytes:
 
 _WATCH_RESTARTS = Counter(PREFIX + "discovery_watch_restarts", "Kubernetes watches started again (expired, "
                           "dropped or failed), by resource", ["resource"], registry=REGISTRY)
+_STATUS_WRITE_FAILURES = Counter(PREFIX + "discovery_status_write_failures", "Status writes the API server "
+                                 "refused or did not answer, by resource kind", ["resource"], registry=REGISTRY)
 _LAST_SYNC = Gauge(PREFIX + "discovery_last_sync_timestamp_seconds", "When a state from the configuration "
                    "source was last applied (Unix time)", registry=REGISTRY)
 
@@ -262,6 +264,11 @@ REGISTRY.register(_CERTIFICATE)
 def watch_restarted(resource: str) -> None:
     """A Kubernetes watch on `resource` (a kind, e.g. "OnlineEndpoint") was started again."""
     _WATCH_RESTARTS.labels(resource).inc()
+
+
+def status_write_failed(resource: str) -> None:
+    """A status write on an object of kind `resource` failed (it is retried with its own backoff)."""
+    _STATUS_WRITE_FAILURES.labels(resource).inc()
 
 
 def synced(timestamp: float | None = None) -> None:

@@ -120,6 +120,9 @@ class RouterSettings:
     admin_host: str = setting("127.0.0.1", "comma-separated addresses of the admin port; the chart binds the pod IP "
                               "and loopback", group="listeners and TLS")
     # resources and cluster
+    status_lease: str = setting(
+        "inference-router-status", "with --kubernetes: the Lease, in the router's namespace, whose holder writes "
+        "status (one per installation)", group="resources and cluster")
     config_poll_interval: float = setting(
         0.5, "how often the config file (local mode) and certificate files are checked for changes",
         group="resources and cluster", unit="s", accepts=above(0))
@@ -130,6 +133,12 @@ class RouterSettings:
     upstream_idle_timeout: float = setting(
         4.0, "upstream connections idle this long are closed (model servers often keep 5 s)",
         group="replicas and balancing", unit="s", accepts=above(0))
+    allow_loopback_replicas: bool = setting(
+        False, "with --kubernetes: accept EndpointSlice addresses that are loopback or the router's own "
+        "(replicas on the router's machine: tests, one-host demos)", group="replicas and balancing")
+    replica_address_family: str = setting(
+        "IPv4", "with --kubernetes: the address family of a dual-stack Service's replicas",
+        group="replicas and balancing", accepts=one_of("IPv4", "IPv6"))
     # limits and timeouts: what a client may send; each limit has its own status and JSON body
     max_request_body_bytes: int = setting(
         100 * 1024 * 1024, "a larger request body gets 413 (models take tensors, not uploads)",
@@ -190,6 +199,9 @@ class RouterSettings:
                             "certificate: set one of them")
         if not self.admin_hosts:
             problems.append("--admin-host: needs at least one address (127.0.0.1: this machine only)")
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", self.status_lease):
+            problems.append(f"--status-lease: expected a Kubernetes object name (a-z, 0-9, '-', '.'), "
+                            f"got {self.status_lease!r}")
         if problems:
             raise ConfigError(problems)
 

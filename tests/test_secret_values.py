@@ -106,13 +106,16 @@ def test_rejected_reloads_never_show_the_value(tmp_path: Path, pki: Pki,
     good = with_tls_secret(url, pki, stringData=tls_pair(pki))
     router = start_router(tmp_path, good, "--ssl-secret", "router-tls", "--ssl-cname", CNAME)
     try:
-        for text, event in ((with_keys(url, data={"primaryKey": NOT_BASE64}), "config.rejected"),
-                            (with_keys(url, stringData={"primaryKey": MARKER}), "config.rejected"),
-                            (with_tls_secret(url, pki, stringData={**tls_pair(pki), "key.pem": BAD_KEY_PEM}),
-                             "tls.rejected")):
+        # each refusal waited for by what it says: a file without the TLS Secret also gets a tls.rejected
+        for text, event, says in (
+                (with_keys(url, data={"primaryKey": NOT_BASE64}), "config.rejected", "must be base64"),
+                (with_keys(url, stringData={"primaryKey": MARKER}), "config.rejected", "at least 16 characters"),
+                (with_tls_secret(url, pki, stringData={**tls_pair(pki), "key.pem": BAD_KEY_PEM}),
+                 "tls.rejected", "key.pem: not a valid private key")):
             after = len(router.process.events)
             router.write_config(text)
-            router.process.wait_for_event(event, timeout=10, after=after)
+            router.process.wait_for_event(event, timeout=10, after=after,
+                                          where=lambda e, says=says: says in str(e.get("problems")))
     finally:
         router.stop()
     assert_unseen(router.process.output(), "key.pem: not a valid private key")

@@ -2,7 +2,8 @@
 
 `render(values)` is `helm template` in this process: the values are checked against
 values.schema.json, the templates run (their `fail` checks included), and the
-manifests come back parsed, keyed by (kind, name).
+manifests come back parsed, keyed by (kind, name), or (kind, "namespace/name") for an object in
+another namespace than the release's.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def render(values: dict[str, Any]) -> Manifests:
             continue
         for doc in yaml.safe_load_all(text):
             if doc:
-                key = (doc["kind"], doc["metadata"]["name"])
+                namespace = doc["metadata"].get("namespace", NAMESPACE)
+                name = doc["metadata"]["name"] if namespace == NAMESPACE else f"{namespace}/{doc['metadata']['name']}"
+                key = (doc["kind"], name)
                 assert key not in objects, f"{key} rendered twice"
                 objects[key] = doc
     return objects

@@ -96,21 +96,25 @@ def test_each_combination_renders_valid_objects_that_do_what_was_asked(
         {"admin": 9090, **({"http": 8080} if tls == "insecure" else {"https": 8443})}
     env = {e["name"]: e["value"] for e in router["env"] if "value" in e}
     if tls == "insecure":
-        assert "ROUTER_SSL_CERT_PEM_FILE" not in env and env["ROUTER_ALLOW_INSECURE_CONNECTIONS"] == "true"
+        assert "ROUTER_SSL_SECRET" not in env and env["ROUTER_ALLOW_INSECURE_CONNECTIONS"] == "true"
     else:
-        (volume,) = [v for v in pod["volumes"] if v["name"] == "tls"]
+        # the Secret is read through the API, whatever its keys (cert.pem/key.pem or cert-manager's
+        # tls.crt/tls.key): no volume lists some of its keys and leaves the pod stuck without the others
         secret_name = "router-cert" if tls == "secret" else f"{NAME}-tls"
-        assert volume["secret"]["secretName"] == secret_name
-        assert env["ROUTER_SSL_CERT_PEM_FILE"] == "/etc/inference-router/tls/cert.pem"
+        assert env["ROUTER_SSL_SECRET"] == secret_name and "ROUTER_SSL_CERT_PEM_FILE" not in env
+        assert [v["name"] for v in pod["volumes"]] == ["tmp"]
         assert env["ROUTER_SSL_CNAME"] == "scoring.example.com"
         assert (("Secret", f"{NAME}-tls") in objects) == (tls == "pem")
+        (own,) = [r for r in objects[("Role", f"{NAME}-self")]["rules"] if r["resources"] == ["secrets"]]
+        assert own == {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret_name],
+                       "verbs": ["list", "watch"]}
     assert_router_accepts(router)
     assert_ha(objects, ha)
 
 
 def assert_router_accepts(router: dict[str, Any]) -> None:
     """The container's arguments and ROUTER_* variables are settings the router knows and accepts."""
-    assert router["args"] == ["serve", "--kubernetes"]
+    assert router["args"][:2] == ["serve", "--kubernetes"]
     env = {e["name"]: e["value"] for e in router["env"] if "value" in e}
     parser = argparse.ArgumentParser()
     router_settings.add_arguments(parser)
@@ -124,20 +128,27 @@ def assert_ha(objects: Manifests, ha: bool) -> None:
     deployment = objects[("Deployment", NAME)]
     pod = deployment["spec"]["template"]["spec"]
     selector = deployment["spec"]["selector"]["matchLabels"]
+    # a rollout starts the new pod before an old one stops: capacity never drops
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
     if not ha:
         assert deployment["spec"]["replicas"] == 1
         assert "affinity" not in pod and "topologySpreadConstraints" not in pod
         assert not [kind for kind, _ in objects if kind == "PodDisruptionBudget"]
         return
     assert deployment["spec"]["replicas"] == 3
-    (rule,) = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-    assert rule == {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": selector}}
-    (spread,) = pod["topologySpreadConstraints"]
-    assert spread["topologyKey"] == "topology.kubernetes.io/zone" and spread["maxSkew"] == 1
-    assert spread["labelSelector"] == {"matchLabels": selector}
+    # nothing required: on fewer nodes (or zones) than replicas every pod, the surge pod included, schedules
+    assert set(pod["affinity"]["podAntiAffinity"]) == {"preferredDuringSchedulingIgnoredDuringExecution"}
+    (preferred,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert preferred == {"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                                                            "labelSelector": {"matchLabels": selector}}}
+    spreads = {s["topologyKey"]: s for s in pod["topologySpreadConstraints"]}
+    assert set(spreads) == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    for spread in spreads.values():
+        assert spread["maxSkew"] == 1 and spread["whenUnsatisfiable"] == "ScheduleAnyway"
+        assert spread["labelSelector"] == {"matchLabels": selector}
+    # one pod may always go: with 2 nodes and 3 pods a drain is not blocked
     pdb = objects[("PodDisruptionBudget", NAME)]
-    assert pdb["spec"] == {"minAvailable": 2, "selector": {"matchLabels": selector}}
-    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
 
 
 def test_the_admin_port_has_its_own_cluster_ip_service_and_never_the_public_one() -> None:
@@ -151,31 +162,53 @@ def test_the_admin_port_has_its_own_cluster_ip_service_and_never_the_public_one(
     assert admin["spec"]["selector"] == public["spec"]["selector"]
 
 
-def test_rbac_grants_only_what_the_router_uses() -> None:
-    objects = render(values())
-    cluster = objects[("ClusterRole", NAME)]["rules"]
-    granted = {(group, resource, verb) for rule in cluster for group in rule["apiGroups"]
-               for resource in rule["resources"] for verb in rule["verbs"]}
-    read = {"get", "list", "watch"}
-    assert granted == {
-        *{("inference-router.dev", r, v) for r in ("onlineendpoints", "onlinedeployments") for v in read},
+def granted(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {(group, resource, verb) for rule in rules for group in rule["apiGroups"]
+            for resource in rule["resources"] for verb in rule["verbs"]}
+
+
+READ = {*{("inference-router.dev", r, v) for r in ("onlineendpoints", "onlinedeployments") for v in ("list", "watch")},
         ("inference-router.dev", "onlineendpoints/status", "patch"),
         ("inference-router.dev", "onlinedeployments/status", "patch"),
-        *{("discovery.k8s.io", "endpointslices", v) for v in read},
-        *{("", "secrets", v) for v in read},
-    }
-    assert all("resourceNames" not in rule for rule in cluster)
-    lease = objects[("Role", f"{NAME}-lease")]
-    assert lease["metadata"]["namespace"] == NAMESPACE
-    assert lease["rules"] == [
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-         "resourceNames": ["inference-router-status"], "verbs": ["get", "update"]}]
+        ("discovery.k8s.io", "endpointslices", "list"), ("discovery.k8s.io", "endpointslices", "watch"),
+        ("", "services", "list"), ("", "services", "watch")}
+SECRETS = {("", "secrets", "list"), ("", "secrets", "watch")}
+
+
+def test_rbac_grants_secrets_only_where_the_router_reads_them() -> None:
+    """The scopes (tests/chart/test_rbac.py runs the router against them): no `get` but on the Lease, and
+    Secrets in every namespace only when the router watches every namespace and no secretNamespaces are given."""
     account = {"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}
-    for kind, role, name in (("ClusterRoleBinding", "ClusterRole", NAME), ("RoleBinding", "Role", f"{NAME}-lease")):
-        binding = objects[(kind, name)]
-        assert binding["subjects"] == [account] and binding["roleRef"]["kind"] == role
-    assert objects[("Deployment", NAME)]["spec"]["template"]["spec"]["serviceAccountName"] == NAME
+    everywhere = render(values())
+    assert granted(everywhere[("ClusterRole", NAME)]["rules"]) == READ | SECRETS
+    assert container(everywhere)["args"] == ["serve", "--kubernetes"]
+
+    narrowed = render(values(secretNamespaces=["team-a", "team-b"]))
+    assert granted(narrowed[("ClusterRole", NAME)]["rules"]) == READ
+    for namespace in ("team-a", "team-b"):
+        assert granted(narrowed[("Role", f"{namespace}/{NAME}-secrets")]["rules"]) == SECRETS
+        assert narrowed[("RoleBinding", f"{namespace}/{NAME}-secrets")]["subjects"] == [account]
+
+    one = render(values(watchNamespace="models"))
+    assert not [kind for kind, _ in one if kind.startswith("Cluster")]
+    assert granted(one[("Role", f"models/{NAME}")]["rules"]) == READ | SECRETS
+    assert one[("RoleBinding", f"models/{NAME}")]["subjects"] == [account]
+    assert container(one)["args"] == ["serve", "--kubernetes", "--namespace", "models"]
+
+    for objects in (everywhere, narrowed, one):
+        own = objects[("Role", f"{NAME}-self")]
+        assert own["metadata"]["namespace"] == NAMESPACE
+        assert own["rules"] == [
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+             "resourceNames": [f"{NAME}-status"], "verbs": ["get", "update"]},
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["router-cert"],
+             "verbs": ["list", "watch"]}]
+        assert objects[("RoleBinding", f"{NAME}-self")]["subjects"] == [account]
+        assert objects[("Deployment", NAME)]["spec"]["template"]["spec"]["serviceAccountName"] == NAME
+        assert {"name": "ROUTER_STATUS_LEASE", "value": f"{NAME}-status"} in container(objects)["env"]
+        for obj in objects.values():
+            validate(obj)
 
 
 def test_the_pod_runs_locked_down_probed_on_the_admin_port_and_drains() -> None:
@@ -185,8 +218,13 @@ def test_the_pod_runs_locked_down_probed_on_the_admin_port_and_drains() -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
     assert router["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                          "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
-    assert router["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    assert router["startupProbe"]["httpGet"] == router["livenessProbe"]["httpGet"] == \
+        {"path": "/healthz", "port": "admin"}
     assert router["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    startup, liveness = router["startupProbe"], router["livenessProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120  # the first sync may take a while
+    # a pod slowed by CPU throttling under load is not restarted for it: seconds per answer, a minute in all
+    assert liveness["timeoutSeconds"] >= 5 and liveness["periodSeconds"] * liveness["failureThreshold"] >= 60
     assert router["resources"] == {"requests": {"cpu": "900m", "memory": "800Mi"},
                                    "limits": {"cpu": "2", "memory": "1200Mi"}}
     env = {e["name"]: e["value"] for e in router["env"] if "value" in e}
@@ -237,6 +275,9 @@ REFUSALS = [
     (values(nodePorts={"https": 443}), "'/nodePorts/https': minimum: got 443"),
     (values(inferenceLoadBalancerHa=False), "additional properties 'inferenceLoadBalancerHa' not allowed"),
     (values(drain={"timeoutSeconds": 0}), "'/drain/timeoutSeconds': minimum: got 0"),
+    (values(watchNamespace="models", secretNamespaces=["team-a"]),
+     "secretNamespaces narrows the Secrets of a router watching every namespace"),
+    (values(watchNamespace="Models"), "at '/watchNamespace': 'Models' does not match pattern"),
 ]
 
 

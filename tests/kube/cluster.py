@@ -115,9 +115,11 @@ class KubeRouter:
         return self.process.stop()
 
 
-def start_kube_router(kubeconfig: Path, *extra: str) -> KubeRouter:
+def start_kube_router(kubeconfig: Path, *extra: str, loopback_replicas: bool = True) -> KubeRouter:
+    """A router on the fake cluster; its replicas run on 127.0.0.1 too, so it admits loopback ones unless told."""
+    loopback = ["--allow-loopback-replicas"] if loopback_replicas else []
     process = start_process([sys.executable, "-m", "router.cli", "serve", "--kubernetes", "--kubeconfig",
-                             str(kubeconfig), "--allow-insecure-connections", "--host", "127.0.0.1",
+                             str(kubeconfig), "--allow-insecure-connections", *loopback, "--host", "127.0.0.1",
                              "--port", "0", "--admin-port", "0", *extra], timeout=30)
     return KubeRouter(process, int(process.ready["port"]), int(process.ready["admin_port"]))
 

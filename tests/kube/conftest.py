@@ -12,7 +12,7 @@ from tests.kube.fake_apiserver import FakeApiServer
 
 @pytest.fixture
 def api_server() -> Iterator[FakeApiServer]:
-    with FakeApiServer(bookmark_interval=0.5) as server:
+    with FakeApiServer() as server:  # bookmarks about once a minute, as a real server sends them
         yield server
 
 

@@ -18,7 +18,12 @@ state and its rules are in `fake_store`, the HTTP side here):
 - bearer-token authentication, and a log of every request (method, path, query, token).
 
 Faults: `cut_watches()` drops every open watch without a clean end; `outage()` does that and
-closes every connection without an answer until it ends. Tests change objects directly with
+closes every connection without an answer until it ends; `fail(code, ...)` answers the requests
+it selects (by resource, namespace, token, verb) with an error, `Retry-After` included if asked;
+`hold(...)` leaves them unanswered until it ends; `cut_next_event` breaks a watch halfway
+through an event; `lagging(at)` answers watches from a newer version with 504, as a restarted
+API server whose cache has not caught up does. Bookmarks come every `bookmark_interval`
+(a real server: about a minute) and when a watch times out. Tests change objects directly with
 `create`, `replace`, `patch`, `delete`, which go through the same code as HTTP writes.
 """
 
@@ -50,6 +55,8 @@ from tests.kube.fake_store import (
     merge_patch,
 )
 
+_REASONS = {403: "Forbidden", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError",
+            503: "ServiceUnavailable", 504: "Timeout"}
 _PATH = re.compile(r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
                    r"(?:/namespaces/(?P<namespace>[^/]+))?/(?P<plural>[^/]+)"
                    r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>status))?$")
@@ -62,6 +69,42 @@ class Request:
     query: dict[str, str]
     token: str
     status: int = 0
+
+    @property
+    def resource(self) -> tuple[str, str, str | None, str | None] | None:
+        """(API group, resource with its subresource, namespace, name) as RBAC reads the path."""
+        match = _PATH.match(self.path)
+        if match is None:
+            return None
+        group = match["group"] or ""
+        resource = match["plural"] + (f"/{match['sub']}" if match["sub"] else "")
+        return group, resource, match["namespace"], match["name"]
+
+    @property
+    def verb(self) -> str:
+        """The verb RBAC checks: get, list, watch, create, update, patch or delete."""
+        if self.method == "GET":
+            named = self.resource is not None and self.resource[3] is not None
+            return "get" if named else "watch" if self.query.get("watch") in ("true", "1") else "list"
+        return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(self.method, "")
+
+
+@dataclass
+class Fault:
+    """Requests that match get `code` (with Retry-After if given), or with code 0 no answer until the fault ends."""
+
+    code: int
+    plural: str | None = None
+    namespace: str | None = None
+    token: str | None = None
+    verb: str | None = None
+    retry_after: float | None = None
+
+    def matches(self, request: Request) -> bool:
+        resource = request.resource
+        return (self.plural is None or (resource is not None and resource[1].split("/")[0] == self.plural)) and (
+            self.namespace is None or (resource is not None and resource[2] == self.namespace)) and (
+            self.token is None or request.token == self.token) and (self.verb is None or request.verb == self.verb)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -112,9 +155,18 @@ class _Handler(BaseHTTPRequestHandler):
         token = auth[7:] if auth[:7].lower() == "bearer " else ""
         record = Request(method, url.path, query, token)
         api.requests.append(record)
+        fault = next((f for f in list(api.faults) if f.matches(record)), None)
+        if fault is not None and fault.code == 0:  # a partition: no answer until it ends, then the connection is cut
+            with api.store.cond:
+                api.store.cond.wait_for(lambda: fault not in api.faults)
+            self._drop()
+            return
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         try:
+            if fault is not None:
+                raise ApiError(fault.code, _REASONS.get(fault.code, "InternalError"),
+                               f"injected fault: {fault.code}", retry_after=fault.retry_after)
             if api.tokens and token not in api.tokens:
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             match = _PATH.match(url.path)
@@ -130,6 +182,10 @@ class _Handler(BaseHTTPRequestHandler):
             code, answer = self._dispatch(method, rtype, namespace, name, sub, query, body)
         except ApiError as exc:
             code, answer = exc.code, exc.status()
+            if exc.retry_after is not None:
+                record.status = code
+                self._send(code, answer, {"Retry-After": f"{exc.retry_after:g}"})
+                return
         record.status = code
         self._send(code, answer)
 
@@ -165,9 +221,11 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, store.delete(rtype.plural, namespace, name)
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported here")
 
-    def _send(self, code: int, answer: Obj) -> None:
+    def _send(self, code: int, answer: Obj, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(answer).encode()
         self.send_response(code)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -175,12 +233,24 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _chunk(self, event: Obj) -> None:
         data = json.dumps(event).encode() + b"\n"
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        frame = b"%x\r\n%s\r\n" % (len(data), data)
+        api = self.server.api
+        if api.cut_next_event and event.get("type") != "BOOKMARK":
+            api.cut_next_event = False
+            self.wfile.write(frame[:len(frame) // 2])  # the connection breaks halfway through the event
+            self.wfile.flush()
+            self._drop()
+            raise OSError("cut mid-event")
+        self.wfile.write(frame)
         self.wfile.flush()
 
     def _watch(self, rtype: ResourceType, namespace: str | None, query: dict[str, str]) -> None:
         api, store = self.server.api, self.server.api.store
         matches = api.matcher(namespace, query)  # raises before the answer starts
+        since_rv = int(query.get("resourceVersion") or 0)
+        if api.cache_rv is not None and since_rv > api.cache_rv:  # a restarted server's cache, not caught up
+            raise ApiError(504, "Timeout", f"Too large resource version: {since_rv}, current: {api.cache_rv}",
+                           retry_after=1)
         timeout = float(query.get("timeoutSeconds") or 1800)
         bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
         since = query.get("resourceVersion") or "0"
@@ -269,12 +339,15 @@ class _HttpServer(ThreadingHTTPServer):
 class FakeApiServer:
     """Start with `with FakeApiServer() as api:`; `api.kubeconfig(path)` points a client at it."""
 
-    def __init__(self, *, tokens: tuple[str, ...] = ("router-token",), bookmark_interval: float = 1.0) -> None:
+    def __init__(self, *, tokens: tuple[str, ...] = ("router-token",), bookmark_interval: float = 60.0) -> None:
         self.store = Store()
         self.tokens = set(tokens)
         self.bookmark_interval = bookmark_interval
         self.requests: list[Request] = []  # every request answered
         self.refused = 0  # connections and requests dropped unanswered during an outage
+        self.faults: list[Fault] = []  # see `fail` and `hold`
+        self.cut_next_event = False  # the next watch event breaks off halfway, and its connection with it
+        self.cache_rv: int | None = None  # see `lagging`
         self.down = False
         self.epoch = 0  # bumped to cut every open watch
         self._http = _HttpServer(("127.0.0.1", 0), _Handler)
@@ -295,6 +368,8 @@ class FakeApiServer:
 
     def stop(self) -> None:
         self.down = True
+        with self.store.cond:
+            self.faults.clear()
         self.cut_watches()
         self._http.shutdown()
         self._http.server_close()
@@ -327,6 +402,35 @@ class FakeApiServer:
             yield
         finally:
             self.down = False
+
+    @contextlib.contextmanager
+    def fail(self, code: int, **where: Any) -> Iterator[Fault]:
+        """While inside: the requests `where` selects (plural, namespace, token, verb) get `code`
+        (`retry_after=` adds Retry-After, as a real server does on 429 and 5xx); other requests are served."""
+        fault = Fault(code, **where)
+        with self.store.cond:
+            self.faults.append(fault)
+        try:
+            yield fault
+        finally:
+            with self.store.cond:
+                self.faults.remove(fault)
+                self.store.cond.notify_all()
+
+    def hold(self, **where: Any) -> contextlib.AbstractContextManager[Fault]:
+        """While inside: the requests `where` selects hang unanswered (cut when the block ends), as behind
+        a partition or an overloaded server; other requests are served."""
+        return self.fail(0, **where)
+
+    @contextlib.contextmanager
+    def lagging(self, at: int) -> Iterator[None]:
+        """While inside: the watch cache is at version `at` (as after an API server restart), so a watch from a
+        newer version gets 504 "Too large resource version" with Retry-After: 1, as a real server answers."""
+        self.cache_rv = at
+        try:
+            yield
+        finally:
+            self.cache_rv = None
 
     def compact(self) -> int:
         """Forget the history so far: a watch from an older version gets 410 Gone."""

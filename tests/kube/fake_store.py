@@ -4,21 +4,53 @@ What a real API server (and etcd) guarantees and the router relies on: every wri
 global `resourceVersion`; objects carry `uid`, `creationTimestamp` and `generation` (bumped by
 spec changes only); the custom resources have a `status` subresource (the main resource ignores
 `status`, `/status` changes nothing else); a no-op write changes nothing; label and field
-selectors as the API parses them; RFC 7386 merge patch.
+selectors as the API parses them; RFC 7386 merge patch; a status write is checked against
+the CRD's schema (manifests/crds), 422 when it breaks it. Specs are not checked: tests store
+specs the CRD would refuse, as a cluster with an older CRD (or none) lets through, to see the
+router refuse them itself.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime
+import functools
 import re
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import jsonschema
+import yaml
+
 Obj = dict[str, Any]
+CRDS = Path(__file__).resolve().parents[2] / "manifests" / "crds"
+
+
+@functools.cache
+def crd_schemas() -> dict[str, Obj]:
+    """Each custom resource's openAPIV3Schema, by plural, as installed from manifests/crds."""
+    schemas = {}
+    for path in sorted(CRDS.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        (version,) = [v for v in crd["spec"]["versions"] if v.get("storage")]
+        schemas[crd["spec"]["names"]["plural"]] = version["schema"]["openAPIV3Schema"]
+    return schemas
+
+
+def schema_problem(schema: Obj, obj: Obj) -> str | None:
+    """The first way `obj` breaks an OpenAPI v3 structural schema, in the API server's words, or None.
+
+    (jsonschema reads the keywords a structural schema shares with JSON Schema; the `x-kubernetes-*`
+    extensions and CEL rules are not evaluated.)
+    """
+    error = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(schema).iter_errors(obj))
+    if error is None:
+        return None
+    return f"{'.'.join(str(p) for p in error.absolute_path)}: Invalid value: {error.message}"
 
 
 @dataclass(frozen=True)
@@ -43,13 +75,15 @@ TYPES = {t.plural: t for t in (
     ResourceType("onlinedeployments", "inference-router.dev", "v1alpha1", "OnlineDeployment", True),
     ResourceType("endpointslices", "discovery.k8s.io", "v1", "EndpointSlice"),
     ResourceType("secrets", "", "v1", "Secret"),
+    ResourceType("services", "", "v1", "Service"),
     ResourceType("leases", "coordination.k8s.io", "v1", "Lease"),
 )}
 
 class ApiError(Exception):
-    def __init__(self, code: int, reason: str, message: str) -> None:
+    def __init__(self, code: int, reason: str, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code, self.reason, self.message = code, reason, message
+        self.retry_after = retry_after
 
     def status(self) -> Obj:
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -140,6 +174,8 @@ class Event:
 @dataclass
 class Store:
     cond: threading.Condition = field(default_factory=threading.Condition)
+    # the installed CRDs' schemas, by plural: a test tightens one to see a status write refused
+    schemas: dict[str, Obj] = field(default_factory=lambda: copy.deepcopy(crd_schemas()))
     rv: int = 100
     compacted: int = 0  # watches from an older version get 410
     objects: dict[tuple[str, str, str], Obj] = field(default_factory=dict)
@@ -199,9 +235,14 @@ class Store:
             new["apiVersion"], new["kind"] = rtype.api_version, rtype.kind
             if status and not rtype.status_subresource:
                 raise ApiError(404, "NotFound", f"{plural} has no status subresource")
-            if status:  # only the status changes
+            if status:  # only the status changes, and it must fit the CRD
                 new = {**{k: v for k, v in old.items() if k != "status"},
                        **({"status": new["status"]} if new.get("status") is not None else {})}
+                schema = self.schemas.get(plural, {}).get("properties", {}).get("status")
+                problem = schema_problem(schema, new.get("status") or {}) if schema else None
+                if problem is not None:
+                    raise ApiError(422, "Invalid", f'{rtype.kind}.{rtype.group} "{name}" is invalid: '
+                                                   f"status.{problem}")
             elif rtype.status_subresource:  # the status never changes through the main resource
                 new = {**{k: v for k, v in new.items() if k != "status"},
                        **({"status": old["status"]} if "status" in old else {})}

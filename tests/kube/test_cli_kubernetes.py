@@ -35,3 +35,11 @@ def test_outside_a_cluster_without_a_kubeconfig_it_says_so(tmp_path: Path) -> No
     code, output = run("--kubernetes", "--namespace", "models")
     assert code == 2, output
     assert "in-cluster configuration (no --kubeconfig): cannot connect to Kubernetes" in output
+
+
+def test_cluster_settings_are_checked_before_connecting(tmp_path: Path) -> None:
+    code, output = run("--kubernetes", "--status-lease", "Router Lease")
+    assert code == 2 and "--status-lease: expected a Kubernetes object name (a-z, 0-9, '-', '.'), got 'Router Lease'" \
+        in output, output
+    code, output = run("--kubernetes", "--replica-address-family", "IPv5")
+    assert code == 2 and "--replica-address-family: expected one of IPv4, IPv6, got 'IPv5'" in output, output

@@ -177,7 +177,7 @@ def test_cut_watches_410_and_a_long_outage_end_in_the_api_servers_state(
             api_server.delete("endpointslices", "demo-blue-1")
             api_server.create("endpointslices", endpoint_slice("demo-blue-2", "demo-blue", m["blue-2"].port))
             api_server.compact()
-        assert wait_until(routed_as_in_api_server, 6, "relisted after 410") < 6.0  # backoff is capped at 4 s
+        assert wait_until(routed_as_in_api_server, 6, "relisted after 410") < 6.0  # a short cut: short backoff
         assert answers_after_a_moment() <= {"blue-0", "blue-2"} and slice_lists() == 2
         router.process.wait_for_event("kubernetes.relisted", timeout=1,
                                       where=lambda e: "endpointslices" in e["selection"])
@@ -195,7 +195,9 @@ def test_cut_watches_410_and_a_long_outage_end_in_the_api_servers_state(
         assert {name for _, name in during} <= {"blue-0", "blue-2"}
         gaps = [b - a for (a, _), (b, _) in itertools.pairwise(during)]
         assert len(during) > 100 and max(gaps) < 1.0, max(gaps)  # served throughout
-        assert wait_until(routed_as_in_api_server, 6, "blue-0 removed after the outage") < 6.0
+        # the retries backed off to at most 30 s (15 to 30 s with the jitter), so that a fleet of routers
+        # does not come back all at once
+        assert wait_until(routed_as_in_api_server, 32, "blue-0 removed after the outage") < 32.0
         assert in_api_server() == {m["blue-2"].url} and answers_after_a_moment() == {"blue-2"}
         wait_until(lambda: api_server.get("onlineendpoints", "demo")["status"]["readyReplicas"] == 1, 5,
                    "the status counts the one replica left")
@@ -295,3 +297,36 @@ def test_only_the_lease_holder_writes_status_and_a_follower_takes_over(
         assert writers() == {"token-a", "token-b"}
         holder = api_server.get("leases", "inference-router-status")["spec"]["holderIdentity"]
         assert holder.endswith(f"-{follower.process.pid}")
+
+
+def test_a_refused_secret_rotation_still_revokes_the_key_it_removed(
+        api_server: FakeApiServer, kubeconfig: Path, sample_model_factory: Callable[..., SampleModel],
+        routers: list[KubeRouter]) -> None:
+    model = sample_model_factory("--name", "blue-0")
+    seed_demo(api_server, K1, model.port)
+    api_server.patch("secrets", "demo-keys", {"data": {"secondaryKey": secret("x", k=K2)["data"]["k"]}})
+    routers.append(router := start_kube_router(kubeconfig))
+    router.wait_ready()
+    assert router.score("demo", K1).status_code == 200 and router.score("demo", K2).status_code == 200
+
+    # the leaked primary key is removed, and the same edit carries a value the router refuses
+    api_server.patch("secrets", "demo-keys", {"data": {"primaryKey": None, "tokenSigningKey": "not base64!"}})
+    wait_until(lambda: router.score("demo", K1).status_code == 401, 2, "the removed key refused")
+    assert router.score("demo", K2).status_code == 200  # the key it still holds, unchanged, works
+    wait_until(lambda: "is rejected" in condition(api_server, "onlineendpoints", "demo", "Ready").get("message", ""),
+               2, "the endpoint's Ready condition says why")
+    ready = condition(api_server, "onlineendpoints", "demo", "Ready")
+    assert ready["status"] == "False" and K1 not in ready["message"] and K2 not in ready["message"]
+
+
+def test_readyz_waits_for_the_replicas_and_keys_of_the_first_state(
+        api_server: FakeApiServer, kubeconfig: Path, sample_model_factory: Callable[..., SampleModel],
+        routers: list[KubeRouter]) -> None:
+    seed_demo(api_server, K1, sample_model_factory("--name", "blue-0").port)
+    with api_server.hold(plural="endpointslices", verb="list"), api_server.hold(plural="secrets", verb="list"):
+        routers.append(router := start_kube_router(kubeconfig))
+        time.sleep(4.0)  # past the 3 s a later change waits for its references: a new pod is still not ready
+        assert not router.ready()
+    router.wait_ready()
+    answer = router.score("demo", K1)  # the first state it serves has the replicas and the keys
+    assert answer.status_code == 200 and answer.json()["name"] == "blue-0"

@@ -150,3 +150,51 @@ def test_backoff_doubles_with_jitter_up_to_its_cap() -> None:
         assert full / 2 <= delay <= full
     backoff.reset()
     assert backoff.next_delay() <= 0.1
+
+
+def test_a_watch_cut_halfway_through_an_event_resumes_and_gets_that_event(
+        api_server: FakeApiServer, kubeconfig: Path) -> None:
+    api_server.create("onlineendpoints", endpoint("alpha", {}))
+
+    async def scenario(reflector: Reflector, changes: list[int]) -> None:
+        watches = len(api_server.requests_for("onlineendpoints", watch=True))
+        api_server.cut_next_event = True
+        api_server.create("onlineendpoints", endpoint("bravo", {}))
+        await until(lambda: names(reflector) == {"alpha", "bravo"}, timeout=3)
+        assert not api_server.cut_next_event  # the event was cut, then came again on the resumed watch
+        assert len(api_server.requests_for("onlineendpoints", watch=True)) > watches
+        assert reflector.lists == 1 and changes == [2]
+
+    with_reflector(kubeconfig, FAST, scenario)
+
+
+def test_a_server_behind_its_clients_504_is_waited_out_without_listing_again(
+        api_server: FakeApiServer, kubeconfig: Path) -> None:
+    api_server.create("onlineendpoints", endpoint("alpha", {}))
+
+    async def scenario(reflector: Reflector, changes: list[int]) -> None:
+        await until(lambda: reflector.resource_version == str(api_server.store.rv))
+        with api_server.lagging(at=api_server.store.rv - 1):  # restarted, its cache one version behind
+            api_server.cut_watches()
+            api_server.create("onlineendpoints", endpoint("bravo", {}))
+            await asyncio.sleep(1.6)
+            behind = [r for r in api_server.requests_for("onlineendpoints", watch=True) if r.status == 504]
+            assert 1 <= len(behind) <= 2  # Retry-After: 1 s, although this reflector's backoff starts at 0.05 s
+        await until(lambda: names(reflector) == {"alpha", "bravo"}, timeout=3)
+        assert reflector.lists == 1  # resumed from its version: nothing listed again
+
+    with_reflector(kubeconfig, FAST, scenario)
+
+
+def test_too_many_requests_is_retried_after_the_time_the_server_asks(
+        api_server: FakeApiServer, kubeconfig: Path) -> None:
+    async def scenario(reflector: Reflector, changes: list[int]) -> None:
+        with api_server.fail(429, plural="onlineendpoints", verb="watch", retry_after=1):
+            api_server.cut_watches()
+            await asyncio.sleep(1.6)
+            refused = [r for r in api_server.requests_for("onlineendpoints", watch=True) if r.status == 429]
+            assert 1 <= len(refused) <= 2
+        api_server.create("onlineendpoints", endpoint("alpha", {}))
+        await until(lambda: names(reflector) == {"alpha"}, timeout=3)
+
+    with_reflector(kubeconfig, FAST, scenario)

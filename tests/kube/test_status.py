@@ -8,21 +8,22 @@ from pathlib import Path
 from router.discovery.kubernetes.api import KubeApi
 from router.discovery.kubernetes.assembly import Report
 from router.discovery.kubernetes.lease import LeaderElector
-from router.discovery.kubernetes.settings import LeaseSettings
-from router.discovery.kubernetes.status import render, status_patch
-from tests.kube.cluster import until
+from router.discovery.kubernetes.settings import LeaseSettings, WatchSettings
+from router.discovery.kubernetes.status import StatusWriter, render, status_patch
+from tests.kube.cluster import endpoint, running, until
 from tests.kube.fake_apiserver import FakeApiServer
 
 ENDPOINT = ("OnlineEndpoint", "default", "demo")
 
 
 def test_an_endpoint_status_names_its_uri_replicas_and_conditions() -> None:
-    report = Report(serving=True, ready_replicas=3, deployments={"blue": 2, "green": 1})
-    obj = {"metadata": {"generation": 4}}
+    report = Report(generation=4, serving=True, ready_replicas=3, deployments={"blue": 2, "green": 1})
+    obj = {"metadata": {"generation": 5}}  # a newer spec, written since the report was made
     status = render(ENDPOINT, report, obj, scoring_base_url="https://router.example", at="T1")
     assert status["scoringUri"] == "https://router.example/api/v1/endpoint/demo/score"
     assert status["readyReplicas"] == 3 and status["deployments"] == {"blue": 2, "green": 1}
-    assert status["observedGeneration"] == 4
+    assert status["observedGeneration"] == 4  # the generation judged, never one it has not seen
+    assert {c["observedGeneration"] for c in status["conditions"]} == {4}
     assert [(c["type"], c["status"], c["reason"]) for c in status["conditions"]] == [
         ("Accepted", "True", "Valid"), ("Ready", "True", "Ready")]
 
@@ -93,3 +94,65 @@ def test_one_elector_leads_and_a_follower_takes_over_on_release_or_expiry(
     lease = api_server.get("leases", "router")
     assert lease["spec"]["holderIdentity"] == "c" and lease["spec"]["leaseTransitions"] == 2
     assert sum(led for _, led in changes) == 3
+
+
+def test_the_status_claims_the_generation_judged_not_one_written_since(
+        api_server: FakeApiServer, kubeconfig: Path) -> None:
+    api_server.create("onlineendpoints", endpoint("demo", {}))
+    judged = api_server.get("onlineendpoints", "demo")  # generation 1, valid: its report says Accepted
+    report = Report(generation=judged["metadata"]["generation"], version=judged["metadata"]["resourceVersion"],
+                    serving=True)
+    # an invalid spec is written while that report is on its way to the writer
+    api_server.patch("onlineendpoints", "demo", {"spec": {"traffic": {"blue": 150}}})
+
+    async def main() -> None:
+        api = await KubeApi.connect(str(kubeconfig))
+        writer = StatusWriter(api, lambda key: api_server.get("onlineendpoints", key[2]), lambda: True,
+                              scoring_base_url="", settings=WatchSettings())
+        writer.offer({ENDPOINT: report})
+        async with running(writer.run()):
+            await until(lambda: "status" in api_server.get("onlineendpoints", "demo"))
+        await api.close()
+
+    asyncio.run(main())
+    written = api_server.get("onlineendpoints", "demo")
+    assert written["metadata"]["generation"] == 2
+    status = written["status"]
+    assert status["observedGeneration"] == 1  # generation 2 is not yet judged: nothing claims it is accepted
+    assert [(c["type"], c["status"], c["observedGeneration"]) for c in status["conditions"]] == [
+        ("Accepted", "True", 1), ("Ready", "True", 1)]
+
+
+def test_a_holder_cut_off_stops_leading_at_its_renew_deadline_before_anyone_takes_over(
+        api_server: FakeApiServer, tmp_path: Path) -> None:
+    settings = LeaseSettings(name="router", duration_s=1.0, renew_deadline_s=0.6, retry_s=0.1)
+    api_server.tokens.update({"a-token", "b-token"})
+    changes: list[tuple[str, bool, float]] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        # each attempt may take 3 s (the request timeout), longer than the lease lasts
+        a_api, b_api = [await KubeApi.connect(str(api_server.kubeconfig(tmp_path / name, token=f"{name}-token")),
+                                              request_timeout_s=3.0) for name in "ab"]
+        a, b = (LeaderElector(api, "default", name, settings,
+                              lambda led, n=name: changes.append((n, led, loop.time())))
+                for api, name in ((a_api, "a"), (b_api, "b")))
+        async with running(a.run()):
+            await until(lambda: a.is_leader)
+            async with running(b.run()):
+                await asyncio.sleep(0.3)
+                both = 0
+                with api_server.hold(token="a-token"):  # a's renewals get no answer; b is served
+                    cut = loop.time()
+                    while not b.is_leader:
+                        both += a.is_leader and b.is_leader
+                        assert loop.time() - cut < 3, "b never took over"
+                        await asyncio.sleep(0.005)
+                    assert not a.is_leader and both == 0
+        await a_api.close()
+        await b_api.close()
+
+    asyncio.run(main())
+    (a_lost,) = [t for name, led, t in changes if name == "a" and not led]
+    (b_won,) = [t for name, led, t in changes if name == "b" and led]
+    assert b_won - a_lost > 0.2  # a stopped well before b could start: no moment with two writers

@@ -29,8 +29,8 @@ from tests.tls.test_rotation import Traffic, assert_still_served, wait_until_ser
 
 KEY = "key-tls-0123456789"
 SECRET = "router-tls"
-SERVE = [sys.executable, "-m", "router.cli", "serve", "--kubernetes", "--ssl-secret", SECRET,
-         "--ssl-cname", CNAME, "--host", "127.0.0.1", "--tls-port", "0", "--admin-port", "0"]
+SERVE = [sys.executable, "-m", "router.cli", "serve", "--kubernetes", "--allow-loopback-replicas",
+         "--ssl-secret", SECRET, "--ssl-cname", CNAME, "--host", "127.0.0.1", "--tls-port", "0", "--admin-port", "0"]
 
 
 @pytest.fixture(scope="module")

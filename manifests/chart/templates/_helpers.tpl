@@ -31,3 +31,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "inference-router.tlsSecretName" -}}
 {{- .Values.sslSecret | default (printf "%s-tls" (include "inference-router.fullname" .)) -}}
 {{- end -}}
+
+{{/* The Lease whose holder writes status: one per release */}}
+{{- define "inference-router.statusLease" -}}
+{{- printf "%s-status" (include "inference-router.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}

@@ -28,6 +28,9 @@ The router refuses the same TLS mistakes at start; here they fail at install tim
 {{- if and $v.internalLoadBalancerProvider (ne $v.inferenceRouterServiceType "LoadBalancer") -}}
 {{- fail (printf "internalLoadBalancerProvider=%s needs inferenceRouterServiceType=LoadBalancer (an internal load balancer is a LoadBalancer Service), not %s" $v.internalLoadBalancerProvider $v.inferenceRouterServiceType) -}}
 {{- end -}}
+{{- if and $v.watchNamespace $v.secretNamespaces -}}
+{{- fail "secretNamespaces narrows the Secrets of a router watching every namespace; with watchNamespace it reads Secrets in that namespace only: unset one of them" -}}
+{{- end -}}
 {{- if and (eq $v.inferenceRouterServiceType "ClusterIP") (or $v.nodePorts.http $v.nodePorts.https) -}}
 {{- fail "nodePorts are for NodePort and LoadBalancer Services, not inferenceRouterServiceType=ClusterIP" -}}
 {{- end -}}

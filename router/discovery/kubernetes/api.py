@@ -64,6 +64,7 @@ ONLINE_ENDPOINTS = Kind("inference-router.dev", "v1alpha1", "onlineendpoints", "
 ONLINE_DEPLOYMENTS = Kind("inference-router.dev", "v1alpha1", "onlinedeployments", "OnlineDeployment")
 ENDPOINT_SLICES = Kind("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
 SECRETS = Kind("", "v1", "secrets", "Secret")
+SERVICES = Kind("", "v1", "services", "Service")
 LEASES = Kind("coordination.k8s.io", "v1", "leases", "Lease")
 
 
@@ -81,19 +82,27 @@ def _translated(what: str) -> Iterator[None]:
         raise Unreachable(f"{what}: {type(exc).__name__}: {exc}") from None
 
 
-def _error(status: int | None, message: str) -> KubeError:
+def _error(status: int | None, message: str, retry_after_s: float | None = None) -> KubeError:
     if status is None or status == 429 or status >= 500:
-        return Unreachable(message, status=status)
+        return Unreachable(message, status=status, retry_after_s=retry_after_s)
     kind = {404: NotFound, 409: Conflict, 410: Gone}.get(status, KubeError)
     return kind(message, status=status)
 
 
-def _status_error(status: int, body: bytes, what: str) -> KubeError:
+def _status_error(status: int, body: bytes, what: str, retry_after: str | None) -> KubeError:
     try:
         message = json.loads(body).get("message") or ""
     except (ValueError, AttributeError):
         message = body[:200].decode("utf-8", "replace")
-    return _error(status, f"{what}: {status} {message}".rstrip())
+    return _error(status, f"{what}: {status} {message}".rstrip(), _seconds(retry_after))
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    """Retry-After in seconds (the API server sends seconds, never a date), capped at a minute."""
+    try:
+        return min(60.0, max(0.0, float(retry_after or "")))
+    except ValueError:
+        return None
 
 
 class KubeApi:
@@ -139,7 +148,8 @@ class KubeApi:
         response: RESTResponse = await self._client.call_api(
             *serialized, _request_timeout=timeout_s or self.request_timeout_s, _preload_content=False)
         if response.status >= 400:
-            raise _status_error(response.status, await response.read(), f"{method} {path}")
+            raise _status_error(response.status, await response.read(), f"{method} {path}",
+                                response.getheader("Retry-After"))
         return response
 
     async def _json(self, method: str, path: str, **options: Any) -> Obj:

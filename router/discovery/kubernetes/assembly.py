@@ -15,19 +15,32 @@ to an object not created yet, or just deleted, is a normal moment in a cluster:
   the older one is routed and the newer one rejected.
 
 Every such decision is written into the object's `Report`, the input of its status.
-Replicas of a Service-backed deployment are the ready, not terminating addresses of the
-Service's EndpointSlices, on the slice port that matches the deployment's port.
+Replicas of a Service-backed deployment are the ready, not terminating endpoints of the
+Service's EndpointSlices in the deployment's namespace, on the slice port that matches the
+deployment's port: one replica per endpoint (a dual-stack Service lists each pod in an IPv4
+and an IPv6 slice; the preferred family's address serves), and only addresses the
+`AddressPolicy` admits (a refused one is named, with its slice, in the deployment's status).
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from router.discovery.documents import parse_document
-from router.discovery.kubernetes.api import ONLINE_DEPLOYMENTS, ONLINE_ENDPOINTS, SECRETS, Kind, Obj, object_key
+from router.discovery.kubernetes.addresses import AddressPolicy
+from router.discovery.kubernetes.api import (
+    ENDPOINT_SLICES,
+    ONLINE_DEPLOYMENTS,
+    ONLINE_ENDPOINTS,
+    SECRETS,
+    Kind,
+    Obj,
+    object_key,
+)
 from router.discovery.source import ServiceKey
 from router.errors import ConfigError
 from router.model import OnlineDeployment, OnlineEndpoint, Resources, Secret
@@ -35,6 +48,7 @@ from router.model import OnlineDeployment, OnlineEndpoint, Resources, Secret
 ResourceKey = tuple[str, str, str]  # kind, namespace, name
 Value = OnlineEndpoint | OnlineDeployment | Secret
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+STRICT = AddressPolicy()  # no loopback replica, and the router's own addresses unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +58,16 @@ class Parsed:
     version: str
     problems: tuple[str, ...]
     accepted: Value | None  # this version when it has no problems, else the last accepted one
+    generation: int | None = None  # metadata.generation of the version judged
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Report:
     """What the router made of one custom resource: the input of its status."""
 
+    # the version judged: status claims this generation, not whatever the object has by the time it is written
+    generation: int | None = None
+    version: str = ""
     problems: tuple[str, ...] = ()  # why its current spec is rejected
     serving: bool = False  # an accepted version of it is routed
     waiting: tuple[str, ...] = ()  # what keeps it from being fully ready
@@ -68,6 +86,8 @@ class Assembly:
     reports: Mapping[ResourceKey, Report]
     services: frozenset[ServiceKey]  # the Services whose EndpointSlices to watch
     secrets: frozenset[tuple[str, str]]  # the Secrets (namespace, name) to watch
+    refused: frozenset[str] = frozenset()  # replica addresses refused, each with its slice and why
+    port_lookups: frozenset[str] = frozenset()  # namespaces whose Services map a deployment's port number
 
 
 def parse_objects(kind: Kind, objects: Iterable[Obj], previous: Mapping[ResourceKey, Parsed]
@@ -82,20 +102,61 @@ def parse_objects(kind: Kind, objects: Iterable[Obj], previous: Mapping[Resource
         if before is not None and before.version == version:
             parsed[key] = before
             continue
+        generation = meta.get("generation") if isinstance(meta.get("generation"), int) else None
         try:
             value = parse_document(obj)
-            parsed[key] = Parsed(version, (), value)
+            parsed[key] = Parsed(version, (), value, generation)
         except ConfigError as exc:
-            parsed[key] = Parsed(version, tuple(exc.problems), before.accepted if before else None)
+            last = before.accepted if before else None
+            if isinstance(last, Secret):
+                last = _unchanged_keys(last, obj)
+            parsed[key] = Parsed(version, tuple(exc.problems), last, generation)
     return parsed
 
 
-def ready_urls(slices: Iterable[Obj], port: int | str) -> tuple[str, ...]:
-    """`http://address:port` of every ready, not terminating endpoint in a Service's slices."""
-    urls: dict[str, None] = {}
+def _unchanged_keys(last: Secret, obj: Obj) -> Secret:
+    """The last accepted Secret, less every key the refused version removed or changed.
+
+    A rotation that drops a leaked key must revoke it even when another value in it is refused:
+    only what the new version still holds, byte for byte, keeps working.
+    """
+    now: dict[str, str] = {}
+    data, string_data = obj.get("data"), obj.get("stringData")
+    for name, value in (data.items() if isinstance(data, dict) else ()):
+        try:
+            now[str(name)] = base64.b64decode(str(value), validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            continue
+    for name, value in (string_data.items() if isinstance(string_data, dict) else ()):
+        if isinstance(value, str):
+            now[str(name)] = value
+    kept = {name: value for name, value in last.data.items() if now.get(name) == value}
+    return last if len(kept) == len(last.data) else dataclasses.replace(last, data=MappingProxyType(kept))
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEndpoints:
+    urls: tuple[str, ...]  # one per ready endpoint
+    refused: tuple[str, ...] = ()  # each refused address (or slice), with its slice and why
+
+
+def ready_urls(slices: Iterable[Obj], port: int | str, policy: AddressPolicy = STRICT,
+               family: str = "IPv4") -> ServiceEndpoints:
+    """`http://address:port` of every ready, not terminating endpoint in a Service's slices.
+
+    An endpoint is one pod (its targetRef, else its hostname, else its URL): listed in slices
+    of both families, its `family` address serves. Addresses `policy` refuses are left out, and said.
+    """
+    chosen: dict[tuple[str, ...], dict[str, str]] = {}  # endpoint → family → URL
+    refused: list[str] = []
     for piece in sorted(slices, key=lambda s: str(s["metadata"]["name"])):
+        where = "EndpointSlice {}/{}".format(*object_key(piece))
         number = _slice_port(piece.get("ports") or [], port)
-        if number is None or piece.get("addressType") not in ("IPv4", "IPv6", "FQDN"):
+        kind = piece.get("addressType")
+        if number is None:
+            continue
+        if kind not in ("IPv4", "IPv6"):
+            refused.append(f"{where}: addressType {kind}: refused, only IP addresses become replicas")
             continue
         for endpoint in piece.get("endpoints") or []:
             conditions = endpoint.get("conditions") or {}
@@ -104,9 +165,27 @@ def ready_urls(slices: Iterable[Obj], port: int | str) -> tuple[str, ...]:
             # the addresses of one endpoint are interchangeable: the first one serves.
             if conditions.get("ready") is False or conditions.get("terminating") is True or not addresses:
                 continue
-            host = f"[{addresses[0]}]" if ":" in addresses[0] else addresses[0]
-            urls[f"http://{host}:{number}"] = None
-    return tuple(sorted(urls))
+            address = str(addresses[0])
+            why = policy.refusal(address)
+            if why is not None:
+                refused.append(f"{where}: address {address} refused: {why}")
+                continue
+            host = f"[{address}]" if ":" in address else address
+            url = f"http://{host}:{number}"
+            chosen.setdefault(_endpoint_identity(endpoint, url), {}).setdefault(str(kind), url)
+    urls = {by_family.get(family) or next(iter(by_family.values())) for by_family in chosen.values()}
+    return ServiceEndpoints(tuple(sorted(urls)), tuple(refused))
+
+
+def _endpoint_identity(endpoint: Obj, url: str) -> tuple[str, ...]:
+    """What makes two slice endpoints one pod: its targetRef, else its hostname, else its URL."""
+    ref = endpoint.get("targetRef") or {}
+    if ref.get("uid") or ref.get("name"):
+        return ("ref", str(ref.get("kind") or ""), str(ref.get("namespace") or ""),
+                str(ref.get("name") or ref.get("uid")))
+    if endpoint.get("hostname"):
+        return ("hostname", str(endpoint["hostname"]))
+    return ("url", url)
 
 
 def _slice_port(ports: list[Obj], wanted: int | str) -> int | None:
@@ -118,18 +197,36 @@ def _slice_port(ports: list[Obj], wanted: int | str) -> int | None:
     """
     tcp = [p for p in ports if (p.get("protocol") or "TCP") == "TCP" and isinstance(p.get("port"), int)]
     for p in tcp:
-        if (isinstance(wanted, str) and p.get("name") == wanted) or (isinstance(wanted, int) and p["port"] == wanted):
+        if (isinstance(wanted, str) and (p.get("name") or "") == wanted) or (
+                isinstance(wanted, int) and p["port"] == wanted):
             return int(p["port"])
     return int(tcp[0]["port"]) if isinstance(wanted, int) and len(tcp) == 1 else None
 
 
+def _named_port(service: Obj, number: int) -> str | None:
+    """The name slices list the Service port `number` under ("" when unnamed), or None if it has no such port.
+
+    Slice ports are target ports: a Service port number is found there only through its name.
+    """
+    for port in (service.get("spec") or {}).get("ports") or []:
+        if isinstance(port, dict) and port.get("port") == number and (port.get("protocol") or "TCP") == "TCP":
+            return str(port.get("name") or "")
+    return None
+
+
 def assemble(raw: Mapping[str, Iterable[Obj]], parsed: Mapping[ResourceKey, Parsed],
-             slices: Iterable[Obj]) -> Assembly:
+             slices: Iterable[Obj], policy: AddressPolicy = STRICT, family: str = "IPv4",
+             services: Iterable[Obj] = (), unreadable: Mapping[ResourceKey, str] | None = None) -> Assembly:
     """The routed state and every custom resource's report, from validated objects and slices.
 
     `raw` holds the objects by kind name (for their creation times); `parsed` comes from
-    `parse_objects` over the same objects.
+    `parse_objects` over the same objects; `services` are the Services of the namespaces where
+    a deployment gives a port number (`Assembly.port_lookups`), to map it to the slices' port;
+    `unreadable` the references the API server refuses to list, (kind, namespace, name or ""
+    for a namespace's slices) → why, so that a report says "cannot be read", not "missing".
     """
+    unreadable = unreadable or {}
+    known_services = {object_key(s): s for s in services}
     created = {(kind, *object_key(o)):
                str(o["metadata"].get("creationTimestamp") or "") for kind, objs in raw.items() for o in objs}
     problems: dict[ResourceKey, list[str]] = {k: list(p.problems) for k, p in parsed.items()
@@ -149,6 +246,7 @@ def assemble(raw: Mapping[str, Iterable[Obj]], parsed: Mapping[ResourceKey, Pars
             by_slice_service.setdefault((object_key(piece)[0], str(service)), []).append(piece)
 
     service_replicas: dict[ServiceKey, tuple[str, ...]] = {}
+    refused: set[str] = set()
     service_ports: dict[ServiceKey, tuple[int | str, str]] = {}
     ready: dict[ResourceKey, int] = {}
     attached: dict[tuple[str, str], dict[str, OnlineDeployment]] = {}
@@ -161,8 +259,17 @@ def assemble(raw: Mapping[str, Iterable[Obj]], parsed: Mapping[ResourceKey, Pars
                 notes.append(f"spec.backend.service: Service {dep.service.name!r} is used with port {port!r} "
                              f"by deployment {user!r}; one Service serves one port here")
                 continue
-            service_replicas[service] = ready_urls(by_slice_service.get(service, ()), port)
-            ready[key] = len(service_replicas[service])
+            wanted: int | str | None = port
+            if isinstance(port, int) and service in known_services:
+                wanted = _named_port(known_services[service], port)
+                if wanted is None:
+                    notes.append(f"spec.backend.service.port: Service {dep.service.name!r} has no TCP port {port}")
+            found = ready_urls(by_slice_service.get(service, ()), wanted, policy, family) if wanted is not None \
+                else ServiceEndpoints(())
+            service_replicas[service] = found.urls
+            ready[key] = len(found.urls)
+            notes.extend(found.refused)
+            refused.update(found.refused)
         else:
             ready[key] = len(dep.urls or ())
         endpoint_key = (ONLINE_ENDPOINTS.kind, dep.namespace, dep.endpoint_name)
@@ -173,8 +280,10 @@ def assemble(raw: Mapping[str, Iterable[Obj]], parsed: Mapping[ResourceKey, Pars
             continue
         attached.setdefault((dep.namespace, dep.endpoint_name), {})[dep.name] = dep
         if ready[key] == 0:
+            why = unreadable.get((ENDPOINT_SLICES.kind, dep.namespace, "")) if dep.service else None
             notes.append("no ready replica" + (f" in the EndpointSlices of Service {dep.service.name!r}"
-                                               if dep.service else ""))
+                                               if dep.service else "") + (f": they cannot be read: {why}"
+                                                                          if why else ""))
 
     routed: list[OnlineEndpoint] = []
     for key, ep in sorted(endpoints.items()):
@@ -185,7 +294,17 @@ def assemble(raw: Mapping[str, Iterable[Obj]], parsed: Mapping[ResourceKey, Pars
             if share and not ready.get((ONLINE_DEPLOYMENTS.kind, ep.namespace, name)):
                 waiting[key].append(f"spec.traffic.{name}: deployment {name!r} has no ready replica")
         secret = secrets.get((ep.namespace, ep.keys_secret_ref or ""))
-        if ep.keys_secret_ref and secret is None:
+        secret_parsed = parsed.get((SECRETS.kind, ep.namespace, ep.keys_secret_ref or ""))
+        if secret_parsed is not None and secret_parsed.problems:
+            # the problems stay in the router's log: they may quote the Secret's content
+            waiting[key].append(f"spec.keysSecretRef: Secret {ep.keys_secret_ref!r} is rejected (see the router's "
+                                "log): only keys it still holds unchanged work, "
+                                f"{len(secret.keys) if secret else 0} of them")
+        elif ep.keys_secret_ref and secret is None and (SECRETS.kind, ep.namespace, ep.keys_secret_ref) in unreadable:
+            waiting[key].append(f"spec.keysSecretRef: Secret {ep.keys_secret_ref!r} in namespace {ep.namespace!r} "
+                                f"cannot be read: {unreadable[(SECRETS.kind, ep.namespace, ep.keys_secret_ref)]}: "
+                                "every call is refused")
+        elif ep.keys_secret_ref and secret is None:
             waiting[key].append(f"spec.keysSecretRef: no Secret {ep.keys_secret_ref!r} in namespace "
                                 f"{ep.namespace!r}: every call is refused")
         elif secret is not None and not secret.keys:
@@ -200,7 +319,8 @@ def assemble(raw: Mapping[str, Iterable[Obj]], parsed: Mapping[ResourceKey, Pars
         if key[0] == ONLINE_ENDPOINTS.kind:
             counts = {d.name: ready[(ONLINE_DEPLOYMENTS.kind, d.namespace, d.name)]
                       for d in attached.get((key[1], key[2]), {}).values()}
-        reports[key] = Report(problems=tuple(problems[key]), serving=key in serving, waiting=tuple(waiting[key]),
+        reports[key] = Report(generation=parsed[key].generation, version=parsed[key].version,
+                              problems=tuple(problems[key]), serving=key in serving, waiting=tuple(waiting[key]),
                               ready_replicas=sum(counts.values()) if key[0] == ONLINE_ENDPOINTS.kind
                               else ready.get(key, 0), deployments=MappingProxyType(counts))
     used_secrets = {(ep.namespace, ep.keys_secret_ref) for ep in routed if ep.keys_secret_ref}
@@ -211,7 +331,9 @@ def assemble(raw: Mapping[str, Iterable[Obj]], parsed: Mapping[ResourceKey, Pars
     )
     return Assembly(resources, MappingProxyType(service_replicas), MappingProxyType(reports),
                     frozenset(service_ports), frozenset((ep.namespace, ep.keys_secret_ref) for ep in
-                                                        endpoints.values() if ep.keys_secret_ref))
+                                                        endpoints.values() if ep.keys_secret_ref),
+                    frozenset(refused),
+                    frozenset(ns for (ns, _), (port, _) in service_ports.items() if isinstance(port, int)))
 
 
 def _unique_endpoint_names(endpoints: dict[ResourceKey, OnlineEndpoint], created: Mapping[ResourceKey, str],

@@ -10,9 +10,10 @@ from __future__ import annotations
 class KubeError(Exception):
     """A call to the API server failed; `status` is the HTTP status, or None without an answer."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after_s = retry_after_s  # the server's Retry-After (429, 503, 504), to wait at least this long
 
 
 class Unreachable(KubeError):

@@ -9,9 +9,10 @@ connection is cut, it watches again from the last version: nothing is missed and
 is listed again. Only when the server no longer has that version (410 Gone: its history was
 compacted, usually after a long outage) does the reflector list again, and it replaces its
 copy with the list: objects deleted during the gap disappear, since they are not in it.
-Every other failure (refused, reset, timeout, 5xx, 403) is retried after a jittered,
-doubling, capped delay; meanwhile the copy is left as it was, so the router keeps serving
-its last known state. Each change calls `on_change`; the source rebuilds from all copies.
+Every other failure (refused, reset, timeout, 429, 5xx, 403) is retried after a jittered,
+doubling, capped delay (at least the `Retry-After` the server asked for); meanwhile the
+copy is left as it was, so the router keeps serving its last known state. Each change
+calls `on_change`; the source rebuilds from all copies.
 """
 
 from __future__ import annotations
@@ -75,6 +76,13 @@ class Reflector:
         self.lists = 0  # for tests and logs: how often it listed
         self.failing = False
         self.last_error = ""  # the last failure's message, for a caller waiting on the first list
+        self.last_status: int | None = None  # and its HTTP status (None: no answer)
+
+    @property
+    def refused(self) -> bool:
+        """Not listed, and the API server said no (403, 404...): waiting for its list would not help."""
+        status = self.last_status
+        return not self.synced and self.failing and status is not None and 400 <= status < 500 and status != 429
 
     def __repr__(self) -> str:
         state = "synced" if self.synced else "syncing"
@@ -109,8 +117,11 @@ class Reflector:
                 must_list = True
                 await asyncio.sleep(backoff.next_delay())
             except KubeError as exc:
-                delay = backoff.next_delay()
-                self.failing, self.last_error = True, str(exc)
+                delay = max(backoff.next_delay(), exc.retry_after_s or 0.0)
+                was_refused = self.refused
+                self.failing, self.last_error, self.last_status = True, str(exc), exc.status
+                if self.refused and not was_refused:
+                    self.on_change()  # whoever waits for this list need not wait any longer
                 logs.event("kubernetes.watch.failed", level=logging.WARNING, selection=str(self.selection),
                            error=str(exc), retry_in_s=round(delay, 2), listed=self.synced)
                 await asyncio.sleep(delay)

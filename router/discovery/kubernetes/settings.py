@@ -12,10 +12,11 @@ class WatchSettings:
     timeout_s: int = 60
     # a list, get or write without an answer after this long has failed
     request_timeout_s: float = 10.0
-    # after a failure, wait this long before trying again, doubling up to backoff_max_s (jittered);
-    # the cap bounds how long the router lags behind an API server that has just come back
+    # after a failure, wait this long before trying again, doubling up to backoff_max_s (jittered,
+    # and at least the server's Retry-After): the cap bounds how long the router lags behind an API
+    # server that has just come back, and is long enough that routers do not all come back at once
     backoff_s: float = 0.25
-    backoff_max_s: float = 4.0
+    backoff_max_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -24,6 +25,9 @@ class LeaseSettings:
     name: str = "inference-router-status"
     # a holder that has not renewed for this long has lost the lease (client-go's default)
     duration_s: float = 15.0
+    # a holder stops writing this long after the start of its last successful renewal: shorter than
+    # duration_s, so it has stopped before a follower may take over (client-go's default)
+    renew_deadline_s: float = 10.0
     # how often the holder renews and the others look whether it is free
     retry_s: float = 2.0
 
@@ -36,12 +40,20 @@ class KubernetesSettings:
     kubeconfig: str | None = None
     # a change is applied once events stop arriving for this long: a burst makes one routing table
     settle_s: float = 0.05
-    # a Service or Secret that a change starts to reference gets this long to be listed before
-    # the change is applied without it (a change never waits forever on one forbidden namespace)
+    # a namespace's slices or a Secret that a change starts to reference gets this long (from the
+    # start of its own watch) to be listed before the change is applied without it; a refusal
+    # (403) ends the wait at once (a change never waits forever on one forbidden namespace)
     reference_sync_s: float = 3.0
-    # a Secret followed for the router itself (the TLS certificate of --ssl-secret) must be listed
-    # within this long at start, or the start fails saying why
+    # the same for the first state, after which the router reports ready; and a Secret followed
+    # for the router itself (the TLS certificate of --ssl-secret) must be listed within this
+    # long at start, or the start fails saying why
     first_list_timeout_s: float = 30.0
+    # EndpointSlice addresses that are loopback or the router's own are refused unless this is set
+    # (replicas on the router's machine: tests, a one-host demo); link-local ones always are
+    allow_loopback_replicas: bool = False
+    # a pod listed in an IPv4 and an IPv6 slice (dual-stack Service) is one replica, at its address
+    # of this family (of the other when it has none of this one)
+    address_family: str = "IPv4"
     # the scheme and host put before /api/v1/endpoint/<name>/score in status.scoringUri
     # ("" writes the path alone)
     scoring_base_url: str = ""

@@ -1,15 +1,23 @@
 """The cluster source: watches in, one routing state out, status back.
 
 Two reflectors always run, for OnlineEndpoints and OnlineDeployments (in one namespace or
-all). The accepted objects decide what else to watch: the EndpointSlices of each Service a
-deployment names (label `kubernetes.io/service-name`) and each Secret an endpoint names
-(field `metadata.name`), one reflector each, started and stopped as references come and go.
-Every change wakes one loop, which waits for the burst to settle, assembles the state from
-all the copies (`assembly`), applies it if it differs from the last one, and hands the
-reports to the status writer. A change that starts to reference a Service or Secret is
-applied once that reflector has listed (or after `reference_sync_s`), so that a new
-deployment never routes before its replicas are known. The router reports synced, and so
-ready, after the first state assembled from complete lists has been applied.
+all). The accepted objects decide what else to watch: the EndpointSlices of each namespace
+where a deployment names a Service (one watch per namespace, of the slices that carry the
+label `kubernetes.io/service-name`, filtered here: API server load does not grow with the
+number of Services), the Services of a namespace where a deployment gives its port as a
+number (slices list target ports: the Service maps the number to them), and each Secret an
+endpoint names (field `metadata.name`: the router reads no Secret it was not told about), one
+reflector each, started and stopped as references come and go. Every change wakes one loop,
+which waits for the burst to settle, assembles the state from all the copies (`assembly`),
+applies it if it differs from the last one, and hands the reports to the status writer.
+
+A change that starts to reference a namespace's slices or a Secret is applied once that
+reflector has listed, or the API server refused it (403: waiting would not help), or its own
+deadline passed: `reference_sync_s` after that watch started, or `first_list_timeout_s` for
+the first state. So a new deployment never routes before its replicas are known, one watch
+that cannot list does not cut short the wait of the others, and the router reports synced,
+and so ready, only once the first state has been assembled from complete lists (a new pod
+in a rollout does not answer 503 or 401 for want of replicas or keys).
 
 One more Secret can be followed for the router itself (`follow_secret`: the TLS
 certificate of --ssl-secret), in the router's own namespace, outside the routing state.
@@ -27,11 +35,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from router import logs
+from router.discovery.kubernetes.addresses import AddressPolicy, own_addresses
 from router.discovery.kubernetes.api import (
     ENDPOINT_SLICES,
     ONLINE_DEPLOYMENTS,
     ONLINE_ENDPOINTS,
     SECRETS,
+    SERVICES,
     KubeApi,
     Obj,
 )
@@ -74,6 +84,8 @@ class KubernetesSource:
         self._reported: dict[ResourceKey, tuple[str, ...]] = {}
         self._last: tuple[Resources, ServiceReplicas] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._refused: frozenset[str] = frozenset()
+        self.policy = AddressPolicy(allow_loopback=settings.allow_loopback_replicas, own=own_addresses())
 
     @property
     def reloads(self) -> int:
@@ -134,8 +146,8 @@ class KubernetesSource:
         return task
 
     def _own_namespace(self, api: KubeApi) -> str:
-        """The router's namespace (its Lease, its own Secret): --namespace, else the client's."""
-        return self.settings.namespace or api.namespace
+        """The router's own namespace (its Lease, its own Secret): the pod's, not the watched one."""
+        return api.namespace
 
     async def follow_secret(self, name: str, on_change: Callable[[Obj | None], None]) -> str:
         """Watch the Secret `name` in the router's namespace, for the router's own use (not routed).
@@ -188,27 +200,37 @@ class KubernetesSource:
         for kind in (ONLINE_ENDPOINTS, ONLINE_DEPLOYMENTS, SECRETS):
             parsed.update(parse_objects(kind, raw[kind.kind], self._parsed))
         self._parsed = parsed
-        assembly = assemble(raw, parsed, self._referenced(ENDPOINT_SLICES.kind))
-        self._follow(assembly.services, assembly.secrets)
+        unreadable = {key: w.reflector.last_error for key, w in self._references.items() if w.reflector.refused}
+        assembly = assemble(raw, parsed, self._referenced(ENDPOINT_SLICES.kind), self.policy,
+                            self.settings.address_family, self._referenced(SERVICES.kind), unreadable)
+        self._follow(assembly.services, assembly.secrets, assembly.port_lookups)
         loop = asyncio.get_running_loop()
-        waiting = [w.started for w in self._references.values() if not w.reflector.synced]
-        if waiting and loop.time() - min(waiting) < self.settings.reference_sync_s:
-            loop.call_later(self.settings.reference_sync_s - (loop.time() - min(waiting)), self._changed.set)
+        budget = self.settings.reference_sync_s if self.synced else self.settings.first_list_timeout_s
+        deadlines = [w.started + budget for w in self._references.values()
+                     if not w.reflector.synced and not w.reflector.refused]
+        if deadlines and loop.time() < max(deadlines):
+            # each watch has its own deadline: one that never lists does not end the wait of a newer one
+            pending = [d for d in deadlines if d > loop.time()]
+            loop.call_at(min(pending), self._changed.set)
             return None  # applied once the new references are listed (their first list wakes the loop)
         self._report(parsed)
+        self._report_refused(assembly.refused)
         return assembly
 
-    def _follow(self, services: frozenset[ServiceKey], secrets: frozenset[tuple[str, str]]) -> None:
-        """Start a watch for each newly referenced Service and Secret, stop those no longer referenced."""
-        wanted = {(ENDPOINT_SLICES.kind, ns, name) for ns, name in services} | {
-            (SECRETS.kind, ns, name) for ns, name in secrets}
+    def _follow(self, services: frozenset[ServiceKey], secrets: frozenset[tuple[str, str]],
+                port_lookups: frozenset[str]) -> None:
+        """Start a watch for each newly referenced namespace's slices (and Services, where a port number must be
+        mapped) and Secret, stop those no longer referenced."""
+        wanted = {(ENDPOINT_SLICES.kind, ns, "") for ns, _ in services} | {
+            (SECRETS.kind, ns, name) for ns, name in secrets} | {(SERVICES.kind, ns, "") for ns in port_lookups}
         for key in wanted - self._references.keys():
             kind, namespace, name = key
             if kind == SECRETS.kind:
                 selection = _secret(namespace, name)
-            else:
-                selection = Selection(kind=ENDPOINT_SLICES, namespace=namespace,
-                                      labels=f"{SERVICE_NAME_LABEL}={name}")
+            elif kind == SERVICES.kind:
+                selection = Selection(kind=SERVICES, namespace=namespace)
+            else:  # every Service's slices in the namespace (the label exists): one watch, filtered here
+                selection = Selection(kind=ENDPOINT_SLICES, namespace=namespace, labels=SERVICE_NAME_LABEL)
             self._references[key] = self._start(selection)
         for key in self._references.keys() - wanted:
             self._references.pop(key).task.cancel()
@@ -228,6 +250,12 @@ class KubernetesSource:
             self._reported[key] = entry.problems
         for key in self._reported.keys() - parsed.keys():
             del self._reported[key]
+
+    def _report_refused(self, refused: frozenset[str]) -> None:
+        """Log each refused replica address once when it appears (the deployment's status says it too)."""
+        for reason in sorted(refused - self._refused):
+            logs.event("kubernetes.replica_refused", level=logging.WARNING, problem=reason)
+        self._refused = refused
 
     def _apply(self, apply: Apply, assembly: Assembly) -> None:
         state = (assembly.resources, assembly.service_replicas)

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from router import logs
+from router import logs, metrics
 from router.discovery.kubernetes.api import ONLINE_DEPLOYMENTS, ONLINE_ENDPOINTS, KubeApi, Obj
 from router.discovery.kubernetes.assembly import Report, ResourceKey
 from router.discovery.kubernetes.errors import NotFound, describe
@@ -35,8 +35,12 @@ def now() -> str:
 
 
 def render(key: ResourceKey, report: Report, obj: Obj, *, scoring_base_url: str, at: str) -> Obj:
-    """The status fields the router owns, for the object `obj` as last seen."""
-    generation = (obj.get("metadata") or {}).get("generation")
+    """The status fields the router owns, for the object `obj` as last seen.
+
+    `observedGeneration` is the generation the report judged, which `obj` may already have passed:
+    a spec written since is not claimed as seen (its own report follows).
+    """
+    generation = report.generation
     previous = (obj.get("status") or {}).get("conditions") or []
     if report.problems:
         accepted = _condition("Accepted", False, "Invalid", "; ".join(report.problems) + (
@@ -82,6 +86,14 @@ def status_patch(current: Obj | None, wanted: Obj) -> Obj | None:
 
 
 class StatusWriter:
+    """Writes each report's status while this replica leads; each object fails and retries alone.
+
+    A refused write (422 from a tightened CRD rule, 403 in one namespace, an admission webhook)
+    or an unanswered one holds back that object only: it is retried after its own doubling
+    delay, counted in `failures` and the status-write-failures metric, while every other
+    object's status is written as usual.
+    """
+
     def __init__(self, api: KubeApi, lookup: Callable[[ResourceKey], Obj | None], is_leader: Callable[[], bool],
                  *, scoring_base_url: str, settings: WatchSettings) -> None:
         self.api = api
@@ -89,8 +101,11 @@ class StatusWriter:
         self.is_leader = is_leader
         self.scoring_base_url = scoring_base_url
         self.settings = settings
+        self.failures = 0
         self._reports: Mapping[ResourceKey, Report] = {}
         self._sent: dict[ResourceKey, str] = {}  # the version each last patch was based on
+        self._backoff: dict[ResourceKey, Backoff] = {}  # objects whose last write failed
+        self._retry_at: dict[ResourceKey, float] = {}
         self._wake = asyncio.Event()
 
     def offer(self, reports: Mapping[ResourceKey, Report]) -> None:
@@ -101,24 +116,19 @@ class StatusWriter:
         self._wake.set()
 
     async def run(self) -> None:
-        backoff = Backoff(self.settings.backoff_s, self.settings.backoff_max_s)
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if not self.is_leader():
-                continue
-            try:
+            if self.is_leader():
                 await self._write_all()
-                backoff.reset()
-            except Exception as exc:  # KubeError, or an object it could not read: try again later
-                delay = backoff.next_delay()
-                logs.event("kubernetes.status.failed", level=logging.WARNING, error=describe(exc),
-                           retry_in_s=round(delay, 2))
-                asyncio.get_running_loop().call_later(delay, self._wake.set)
 
     async def _write_all(self) -> None:
-        at = now()
+        at, loop = now(), asyncio.get_running_loop()
         for key, report in list(self._reports.items()):
+            if not self.is_leader():
+                return  # lost the lease (or its renew deadline passed) during the pass: another may lead
+            if self._retry_at.get(key, 0.0) > loop.time():
+                continue  # failed lately: its own retry wakes the writer
             obj = self.lookup(key)
             if obj is None:
                 continue
@@ -131,6 +141,24 @@ class StatusWriter:
                 await self.api.patch_status(KINDS[key[0]], key[1], key[2], patch)
             except NotFound:
                 continue  # deleted meanwhile
+            except Exception as exc:  # KubeError, or an object it could not read: this object waits alone
+                self._failed(key, exc)
+                continue
             self._sent[key] = version
+            self._backoff.pop(key, None)
+            self._retry_at.pop(key, None)
         for key in self._sent.keys() - self._reports.keys():
             del self._sent[key]
+        for key in self._backoff.keys() - self._reports.keys():
+            del self._backoff[key], self._retry_at[key]
+
+    def _failed(self, key: ResourceKey, exc: Exception) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = self._backoff.setdefault(key, Backoff(self.settings.backoff_s, self.settings.backoff_max_s))
+        delay = backoff.next_delay()
+        self._retry_at[key] = loop.time() + delay
+        self.failures += 1
+        metrics.status_write_failed(key[0])
+        logs.event("kubernetes.status.failed", level=logging.WARNING, resource=f"{key[0]} {key[1]}/{key[2]}",
+                   error=describe(exc), retry_in_s=round(delay, 2))
+        loop.call_later(delay, self._wake.set)
