@@ -71,6 +71,10 @@ class RouterSettings:
     admin_host: str = setting("127.0.0.1", "the admin port's addresses, comma-separated (health, metrics, "
                               "/token): loopback unless it must be reached from elsewhere (the chart binds the "
                               "pod IP and loopback)", group="listeners and TLS")
+    proxy_protocol: bool = setting(False, "the scoring ports expect a PROXY protocol v1 or v2 header (AWS NLB, "
+                                   "Azure Private Link, HAProxy) before each connection's bytes, and take the "
+                                   "client address from it; accepted only from --trusted-proxies",
+                                   group="listeners and TLS")
     debug_endpoints: bool = setting(False, "serve /debug/deployments on the admin port: replica addresses "
                                     "and load, for whoever reaches that port", group="observability")
 
@@ -98,6 +102,10 @@ class RouterSettings:
                 raise ConfigError([f"{name}: must be a port number from 0 to 65535, got {value}"])
         if not self.admin_hosts:
             raise ConfigError(["admin_host: needs at least one address (127.0.0.1: this machine only)"])
+        if self.proxy_protocol and not self.trusted_proxies.strip(" ,"):
+            raise ConfigError(["proxy_protocol: needs --trusted-proxies (ROUTER_TRUSTED_PROXIES), the load "
+                               "balancers' addresses or networks: a PROXY header from anyone else would let "
+                               "them choose their own client address"])
         if self.balancing_policy not in ("least_loaded", "round_robin"):
             raise ConfigError([f"balancing_policy: must be least_loaded or round_robin, got {self.balancing_policy!r}"])
         for name in ("max_header_count", "max_header_bytes", "max_url_bytes", "max_connections",
