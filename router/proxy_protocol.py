@@ -76,7 +76,7 @@ def _parse_v1(data: bytes) -> ProxyHeader | None:
     if start != V1_PREFIX[:len(start)]:
         raise ProxyProtocolError(f"a PROXY v1 header starts with 'PROXY ', not {start!r}")
     found = re.search(rb"[\r\n]", data[:V1_MAX_BYTES])
-    if found is None or found.group() == b"\r" and found.end() == len(data):  # no end yet, or a CR before its LF
+    if found is None or (found.group() == b"\r" and found.end() == len(data)):  # no end yet, or a CR before its LF
         if len(data) >= V1_MAX_BYTES:
             raise ProxyProtocolError(f"a PROXY v1 header is at most {V1_MAX_BYTES} bytes with its CRLF")
         return None
