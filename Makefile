@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench instructions loadtest testssl image image-tools local-base clean
+.PHONY: demo test lint bench instructions loadtest testssl image image-name image-tools local-base clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) on PATH (or make PYTHON=...)"; exit 1; }
@@ -51,7 +51,7 @@ testssl: $(VENV)/.installed
 # The router's image, tagged as the chart's default image, with podman (no daemon; installed with apt-get
 # when missing). BASE defaults to the official Python 3.11 slim image; where that cannot be pulled, the
 # base is made from Debian's own packages (bookworm's python3 is 3.11), its tarball cached in IMAGE_CACHE.
-# Push: podman push $(IMAGE):$(TAG) (after podman login), or make image IMAGE=registry.example.com/router
+# Isolation chroot: the default (crun) needs cgroups that machines without a container daemon may not give.
 IMAGE ?= ghcr.io/inference-router/inference-router
 TAG ?= $(shell sed -n 's/^appVersion: *"*\([^"]*\)"*/\1/p' manifests/chart/Chart.yaml)
 DEFAULT_BASE := python:3.11-slim
@@ -62,7 +62,7 @@ APT_INSTALL := apt-get install -y -q --no-install-recommends
 
 image: $(VENV)/.installed image-tools
 	rm -rf build/wheelhouse
-	$(BIN)/pip wheel -q --wheel-dir build/wheelhouse .
+	SOURCE_DATE_EPOCH=315532800 $(BIN)/pip wheel -q --wheel-dir build/wheelhouse .
 	base='$(BASE)'; \
 	if [ "$$base" = '$(DEFAULT_BASE)' ] && ! podman image exists "$$base" && ! timeout 120 podman pull -q "$$base"; then \
 	  base='$(LOCAL_BASE)'; echo "$(DEFAULT_BASE) cannot be pulled: building on $$base, made from Debian's packages"; \
@@ -70,7 +70,10 @@ image: $(VENV)/.installed image-tools
 	fi; \
 	podman build --isolation chroot --pull=never --build-arg BASE="$$base" -t $(IMAGE):$(TAG) .
 
-# chroot isolation: the default (crun) needs cgroups that machines without a container daemon may not give
+# what `make image` tags: podman push "$(make -s image-name)"
+image-name:
+	@echo $(IMAGE):$(TAG)
+
 image-tools:
 	@command -v podman >/dev/null && command -v mmdebstrap >/dev/null || { \
 	  [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null || { echo "make image needs podman and mmdebstrap (apt-get install podman mmdebstrap)"; exit 1; }; \

@@ -1,0 +1,163 @@
+"""The image `make image` builds, run: a score call through it, as its non-root user, and a clean drain.
+
+`make image` builds with podman (installed with apt-get when missing). `podman run` cannot run on the
+project's machines (crun may not set rlimits there), so the image's root filesystem, which
+`podman image mount` gives read-only, is run with chroot: as the image's user, with the image's
+environment and entrypoint, and a fresh directory on /tmp as the chart's emptyDir, in a private mount
+namespace that goes away with the process. What this does not prove: the runtime's own isolation
+(namespaces, seccomp, cgroups) and pulling the image from a registry.
+
+Cold (no base image, no cached base tarball) this takes about two minutes, mostly making the base
+from Debian's packages; warm (the base in podman's storage, the layers cached) about half a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.helpers import PROJECT_ROOT, ManagedProcess, start_process
+from tests.routing import Config, wait_until
+
+KEY = "primary-key-0123456789"
+BUILD_TIMEOUT = 900
+
+
+def why_not() -> str | None:
+    """Why the image cannot be built and run here, or None."""
+    if not sys.platform.startswith("linux"):
+        return "the image is built with podman and run with chroot: Linux only"
+    if os.geteuid() != 0:
+        return "running the image's root filesystem needs root (podman image mount, chroot, mount)"
+    if not shutil.which("podman") and not shutil.which("apt-get"):
+        return "podman is missing and cannot be installed here without apt-get"
+    if not shutil.which("unshare") or not shutil.which("chroot"):
+        return "needs unshare and chroot (util-linux, coreutils)"
+    return None
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    root: Path  # its root filesystem, mounted read-only
+    config: dict[str, object]  # the image's Config: User, Env, Entrypoint, Cmd
+
+    @property
+    def user(self) -> str:
+        return str(self.config["User"])
+
+    def command(self, tmp: Path, *args: str) -> list[str]:
+        """Run the image's entrypoint with `args` as the image would: its user, environment and root."""
+        entrypoint = [str(part) for part in self.config["Entrypoint"]]  # type: ignore[attr-defined]
+        environment = [str(item) for item in self.config["Env"]]  # type: ignore[attr-defined]
+        script = 'mount --bind "$1" "$2/tmp" && root=$2 && shift 2 && exec chroot --userspec="$USERSPEC" "$root" "$@"'
+        return ["env", f"USERSPEC={self.user}", "unshare", "--mount", "--propagation", "private", "--",
+                "sh", "-c", script, "sh", str(tmp), str(self.root), "env", "-i", *environment, *entrypoint, *args]
+
+
+@pytest.fixture(scope="module")
+def image() -> Iterator[Image]:
+    reason = why_not()
+    if reason:
+        pytest.skip(reason)
+    name = subprocess.run(["make", "-s", "image-name"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    built = subprocess.run(["make", "image"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                           timeout=BUILD_TIMEOUT)
+    assert built.returncode == 0, f"make image failed:\n{built.stdout[-3000:]}\n{built.stderr[-3000:]}"
+    (inspected,) = json.loads(subprocess.run(["podman", "image", "inspect", name], capture_output=True, text=True,
+                                             check=True).stdout)
+    root = Path(subprocess.run(["podman", "image", "mount", name], capture_output=True, text=True,
+                               check=True).stdout.strip())
+    try:
+        yield Image(name, root, inspected["Config"])
+    finally:
+        subprocess.run(["podman", "image", "unmount", name], capture_output=True, check=False)
+
+
+def chart_image() -> str:
+    chart = PROJECT_ROOT / "manifests" / "chart"
+    values = yaml.safe_load((chart / "values.yaml").read_text())["image"]
+    return f"{values['repository']}:{values['tag'] or yaml.safe_load((chart / 'Chart.yaml').read_text())['appVersion']}"
+
+
+def status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
+
+
+@pytest.mark.timeout(BUILD_TIMEOUT + 60)
+def test_the_image_is_the_charts_and_runs_as_a_non_root_user_that_owns_none_of_its_files(image: Image) -> None:
+    assert image.name == chart_image()
+    assert image.config["Entrypoint"] == ["inference-router"] and image.config["Cmd"] == ["serve", "--kubernetes"]
+    uid, _, gid = image.user.partition(":")
+    assert int(uid) != 0 and int(gid) != 0
+    passwd = {line.split(":")[2]: line.split(":")[0] for line in (image.root / "etc/passwd").read_text().splitlines()}
+    assert passwd[uid] == "router"
+    checked = 0
+    for path in [image.root / "opt/inference-router", *(image.root / "opt/inference-router").rglob("*")]:
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            continue
+        assert info.st_uid == 0 and not info.st_mode & stat.S_IWOTH, f"{path} can be changed by the router"
+        checked += 1
+    assert checked > 1000  # the venv and every dependency, compiled
+    assert not list((image.root / "opt/inference-router").rglob("pip"))  # no installer left in the image
+
+
+@pytest.mark.timeout(BUILD_TIMEOUT + 120)
+def test_a_score_call_through_the_router_in_the_image_and_sigterm_drains_and_exits_0(
+        image: Image, tmp_path: Path) -> None:
+    tmp_path.chmod(0o1777)  # the image's /tmp, as an emptyDir is: writable by the router's user
+    model = start_process(image.command(tmp_path, "sample-model", "--port", "0", "--name", "image-model"),
+                          timeout=60)
+    router: ManagedProcess | None = None
+    try:
+        config = Config(key=KEY).deployment("blue", [f"http://127.0.0.1:{model.ready['port']}"], weight=100,
+                                            concurrency=4)
+        (tmp_path / "router.yaml").write_text(config.yaml())
+        router = start_process(image.command(tmp_path, "serve", "--config", "/tmp/router.yaml",
+                                             "--allow-insecure-connections", "--host", "127.0.0.1", "--port", "0",
+                                             "--admin-port", "0", "--drain-delay", "0.5", "--drain-timeout", "20"),
+                               timeout=60)
+        for process in (model, router):
+            seen = status(process.pid)
+            assert seen["Uid"].split() == [image.user.split(":")[0]] * 4, seen["Uid"]
+            assert seen["Gid"].split() == [image.user.split(":")[1]] * 4, seen["Gid"]
+            assert int(seen["CapEff"], 16) == 0  # no capability left
+            assert os.readlink(f"/proc/{process.pid}/root") == str(image.root)
+        url = f"http://127.0.0.1:{router.ready['port']}/api/v1/endpoint/demo/score"
+        auth = {"Authorization": f"Bearer {KEY}"}
+        answer = httpx.post(url, headers=auth, json={"data": [1, 2]}, timeout=10)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["azureml-model-deployment"] == "blue"
+        assert answer.json()["name"] == "image-model"
+
+        slow: list[httpx.Response] = []
+        in_flight = threading.Thread(target=lambda: slow.append(
+            httpx.post(url + "?latency_ms=1500", headers=auth, json={}, timeout=15)))
+        in_flight.start()
+        model_url = f"http://127.0.0.1:{model.ready['port']}"
+        wait_until(lambda: httpx.get(f"{model_url}/stats").json()["in_flight"] == 1, 10, "the slow request at the model")
+        os.kill(router.pid, signal.SIGTERM)
+        assert router.wait(timeout=30) == 0, router.output()
+        in_flight.join(10)
+        assert [r.status_code for r in slow] == [200]
+        assert "Traceback" not in router.output()
+    finally:
+        if router is not None:
+            router.stop()
+        model.stop()
