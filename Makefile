@@ -85,7 +85,7 @@ local-base: $(IMAGE_CACHE)/base-bookworm.tar
 
 $(IMAGE_CACHE)/base-bookworm.tar:
 	mkdir -p $(@D)
-	mmdebstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm $@.part
+	mmdebstrap --format=tar --variant=minbase --include=python3,python3-venv,ca-certificates bookworm $@.part
 	mv $@.part $@
 
 clean:

@@ -151,7 +151,8 @@ def test_a_score_call_through_the_router_in_the_image_and_sigterm_drains_and_exi
             httpx.post(url + "?latency_ms=1500", headers=auth, json={}, timeout=15)))
         in_flight.start()
         model_url = f"http://127.0.0.1:{model.ready['port']}"
-        wait_until(lambda: httpx.get(f"{model_url}/stats").json()["in_flight"] == 1, 10, "the slow request at the model")
+        wait_until(lambda: httpx.get(f"{model_url}/stats").json()["in_flight"] == 1, 10,
+                   "the slow request at the model")
         os.kill(router.pid, signal.SIGTERM)
         assert router.wait(timeout=30) == 0, router.output()
         in_flight.join(10)
