@@ -6,6 +6,7 @@
 ARG BASE=python:3.11-slim
 
 FROM ${BASE} AS build
+LABEL io.inference-router.stage=build
 COPY build/wheelhouse /wheelhouse
 # a venv: Debian's own python3 refuses pip into the system (PEP 668); pip itself stays out of the image
 RUN python3 -m venv /opt/inference-router \

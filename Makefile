@@ -59,6 +59,9 @@ BASE ?= $(DEFAULT_BASE)
 LOCAL_BASE := localhost/inference-router-base:bookworm
 IMAGE_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/inference-router
 APT_INSTALL := apt-get install -y -q --no-install-recommends
+PODMAN_BUILD := --isolation chroot --pull=never
+# the build stage, tagged so that it stays podman's cache while older ones are pruned (and the superseded image)
+BUILD_STAGE := localhost/inference-router-build:latest
 
 image: $(VENV)/.installed image-tools
 	rm -rf build/wheelhouse
@@ -68,7 +71,12 @@ image: $(VENV)/.installed image-tools
 	  base='$(LOCAL_BASE)'; echo "$(DEFAULT_BASE) cannot be pulled: building on $$base, made from Debian's packages"; \
 	  podman image exists "$$base" || $(MAKE) --no-print-directory local-base || exit 1; \
 	fi; \
-	podman build --isolation chroot --pull=never --build-arg BASE="$$base" -t $(IMAGE):$(TAG) .
+	old=$$(podman image inspect --format '{{.Id}}' $(IMAGE):$(TAG) 2>/dev/null); \
+	podman build $(PODMAN_BUILD) --build-arg BASE="$$base" --target build -t $(BUILD_STAGE) . \
+	  && podman build $(PODMAN_BUILD) --build-arg BASE="$$base" -t $(IMAGE):$(TAG) . || exit 1; \
+	new=$$(podman image inspect --format '{{.Id}}' $(IMAGE):$(TAG)); \
+	if [ -n "$$old" ] && [ "$$old" != "$$new" ]; then podman rmi "$$old" >/dev/null 2>&1 || true; fi; \
+	podman image prune -f --filter label=io.inference-router.stage=build >/dev/null
 
 # what `make image` tags: podman push "$(make -s image-name)"
 image-name:
