@@ -29,8 +29,11 @@ import httpx
 import pytest
 import yaml
 
+from tests.chart.render import NAME, render
 from tests.helpers import PROJECT_ROOT, ManagedProcess, start_process
-from tests.routing import Config, wait_until
+from tests.kube.cluster import seed_demo
+from tests.kube.fake_apiserver import FakeApiServer
+from tests.routing import wait_until
 
 KEY = "primary-key-0123456789"
 BUILD_TIMEOUT = 900
@@ -59,10 +62,12 @@ class Image:
     def user(self) -> str:
         return str(self.config["User"])
 
-    def command(self, tmp: Path, *args: str) -> list[str]:
-        """Run the image's entrypoint with `args` as the image would: its user, environment and root."""
+    def command(self, tmp: Path, env: dict[str, str], *args: str) -> list[str]:
+        """Run the image's entrypoint with `args` as the image would: its user, its environment and `env`,
+        its root filesystem read-only and `tmp` on /tmp."""
         entrypoint = [str(part) for part in self.config["Entrypoint"]]  # type: ignore[attr-defined]
         environment = [str(item) for item in self.config["Env"]]  # type: ignore[attr-defined]
+        environment += [f"{name}={value}" for name, value in env.items()]
         script = 'mount --bind "$1" "$2/tmp" && root=$2 && shift 2 && exec chroot --userspec="$USERSPEC" "$root" "$@"'
         return ["env", f"USERSPEC={self.user}", "unshare", "--mount", "--propagation", "private", "--",
                 "sh", "-c", script, "sh", str(tmp), str(self.root), "env", "-i", *environment, *entrypoint, *args]
@@ -115,50 +120,66 @@ def test_the_image_is_the_charts_and_runs_as_a_non_root_user_that_owns_none_of_i
         assert info.st_uid == 0 and not info.st_mode & stat.S_IWOTH, f"{path} can be changed by the router"
         checked += 1
     assert checked > 1000  # the venv and every dependency, compiled
+    mounted = [line.split() for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    assert "ro" in next(fields[5] for fields in mounted if fields[4] == str(image.root)).split(",")
     assert not list((image.root / "opt/inference-router").rglob("pip"))  # no installer left in the image
 
 
+def chart_container() -> tuple[list[str], dict[str, str]]:
+    """The router container's arguments and environment as the chart renders them (plain HTTP, a short drain)."""
+    objects = render({"inferenceRouterServiceType": "ClusterIP", "allowInsecureConnections": True,
+                      "drain": {"preStopSeconds": 0, "delaySeconds": 1, "timeoutSeconds": 20}})
+    (router,) = objects[("Deployment", NAME)]["spec"]["template"]["spec"]["containers"]
+    return router["args"], {e["name"]: e["value"] for e in router["env"] if "value" in e}
+
+
 @pytest.mark.timeout(BUILD_TIMEOUT + 120)
-def test_a_score_call_through_the_router_in_the_image_and_sigterm_drains_and_exits_0(
+def test_the_charts_command_in_the_image_serves_a_score_call_as_non_root_and_sigterm_drains_and_exits_0(
         image: Image, tmp_path: Path) -> None:
-    tmp_path.chmod(0o1777)  # the image's /tmp, as an emptyDir is: writable by the router's user
-    model = start_process(image.command(tmp_path, "sample-model", "--port", "0", "--name", "image-model"),
+    tmp_path.chmod(0o1777)  # the image's /tmp, as the chart's emptyDir: writable by the router's user
+    model = start_process(image.command(tmp_path, {}, "sample-model", "--port", "0", "--name", "image-model"),
                           timeout=60)
     router: ManagedProcess | None = None
-    try:
-        config = Config(key=KEY).deployment("blue", [f"http://127.0.0.1:{model.ready['port']}"], weight=100,
-                                            concurrency=4)
-        (tmp_path / "router.yaml").write_text(config.yaml())
-        router = start_process(image.command(tmp_path, "serve", "--config", "/tmp/router.yaml",
-                                             "--allow-insecure-connections", "--host", "127.0.0.1", "--port", "0",
-                                             "--admin-port", "0", "--drain-delay", "0.5", "--drain-timeout", "20"),
-                               timeout=60)
-        for process in (model, router):
-            seen = status(process.pid)
-            assert seen["Uid"].split() == [image.user.split(":")[0]] * 4, seen["Uid"]
-            assert seen["Gid"].split() == [image.user.split(":")[1]] * 4, seen["Gid"]
-            assert int(seen["CapEff"], 16) == 0  # no capability left
-            assert os.readlink(f"/proc/{process.pid}/root") == str(image.root)
-        url = f"http://127.0.0.1:{router.ready['port']}/api/v1/endpoint/demo/score"
-        auth = {"Authorization": f"Bearer {KEY}"}
-        answer = httpx.post(url, headers=auth, json={"data": [1, 2]}, timeout=10)
-        assert answer.status_code == 200, answer.text
-        assert answer.headers["azureml-model-deployment"] == "blue"
-        assert answer.json()["name"] == "image-model"
+    with FakeApiServer(bookmark_interval=0.5) as api:
+        try:
+            seed_demo(api, KEY, model.ready["port"])
+            api.kubeconfig(tmp_path / "kubeconfig")
+            args, env = chart_container()
+            assert args == ["serve", "--kubernetes"]
+            # The pod's network is not ours: loopback and ephemeral ports instead of the pod IP and 8080/9090;
+            # the in-cluster API server needs HTTPS, which the fake one does not speak: a kubeconfig instead.
+            env |= {"ROUTER_HOST": "127.0.0.1", "ROUTER_PORT": "0", "ROUTER_ADMIN_PORT": "0",
+                    "ROUTER_ADMIN_HOST": "127.0.0.1", "POD_NAMESPACE": "default"}
+            router = start_process(image.command(tmp_path, env, *args, "--kubeconfig", "/tmp/kubeconfig"),
+                                   timeout=60)
+            for process in (model, router):
+                seen = status(process.pid)
+                assert seen["Uid"].split() == [image.user.split(":")[0]] * 4, seen["Uid"]
+                assert seen["Gid"].split() == [image.user.split(":")[1]] * 4, seen["Gid"]
+                assert int(seen["CapEff"], 16) == 0  # no capability left
+                assert os.readlink(f"/proc/{process.pid}/root") == str(image.root)
+            admin = f"http://127.0.0.1:{router.ready['admin_port']}"
+            wait_until(lambda: httpx.get(f"{admin}/readyz").status_code == 200, 20, "/readyz answers 200")
+            url = f"http://127.0.0.1:{router.ready['port']}/api/v1/endpoint/demo/score"
+            auth = {"Authorization": f"Bearer {KEY}"}
+            answer = httpx.post(url, headers=auth, json={"data": [1, 2]}, timeout=10)
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["azureml-model-deployment"] == "blue"
+            assert answer.json()["name"] == "image-model"
 
-        slow: list[httpx.Response] = []
-        in_flight = threading.Thread(target=lambda: slow.append(
-            httpx.post(url + "?latency_ms=1500", headers=auth, json={}, timeout=15)))
-        in_flight.start()
-        model_url = f"http://127.0.0.1:{model.ready['port']}"
-        wait_until(lambda: httpx.get(f"{model_url}/stats").json()["in_flight"] == 1, 10,
-                   "the slow request at the model")
-        os.kill(router.pid, signal.SIGTERM)
-        assert router.wait(timeout=30) == 0, router.output()
-        in_flight.join(10)
-        assert [r.status_code for r in slow] == [200]
-        assert "Traceback" not in router.output()
-    finally:
-        if router is not None:
-            router.stop()
-        model.stop()
+            slow: list[httpx.Response] = []
+            in_flight = threading.Thread(target=lambda: slow.append(
+                httpx.post(url + "?latency_ms=1500", headers=auth, json={}, timeout=15)))
+            in_flight.start()
+            model_url = f"http://127.0.0.1:{model.ready['port']}"
+            wait_until(lambda: httpx.get(f"{model_url}/stats").json()["in_flight"] == 1, 10,
+                       "the slow request at the model")
+            os.kill(router.pid, signal.SIGTERM)
+            assert router.wait(timeout=30) == 0, router.output()
+            in_flight.join(10)
+            assert [r.status_code for r in slow] == [200]
+            assert "Traceback" not in router.output()
+        finally:
+            if router is not None:
+                router.stop()
+            model.stop()
