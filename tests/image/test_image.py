@@ -1,11 +1,14 @@
-"""The image `make image` builds, run: a score call through it, as its non-root user, and a clean drain.
+"""The image `make image` builds, run with the chart's arguments and environment: a score call through
+it, as its non-root user, the `helm test` pod's check, and a clean drain.
 
 `make image` builds with podman (installed with apt-get when missing). `podman run` cannot run on the
 project's machines (crun may not set rlimits there), so the image's root filesystem, which
 `podman image mount` gives read-only, is run with chroot: as the image's user, with the image's
 environment and entrypoint, and a fresh directory on /tmp as the chart's emptyDir, in a private mount
-namespace that goes away with the process. What this does not prove: the runtime's own isolation
-(namespaces, seccomp, cgroups) and pulling the image from a registry.
+namespace that goes away with the process. The router discovers its model from the fake API server
+through a kubeconfig (the in-cluster configuration needs HTTPS). What this does not prove: the
+runtime's own isolation (namespaces, seccomp, cgroups), the in-cluster service account, and pulling
+the image from a registry.
 
 Cold (no base image, no cached base tarball) this takes about two minutes, mostly making the base
 from Debian's packages; warm (the base in podman's storage, the layers cached) about half a minute.
@@ -62,10 +65,11 @@ class Image:
     def user(self) -> str:
         return str(self.config["User"])
 
-    def command(self, tmp: Path, env: dict[str, str], *args: str) -> list[str]:
-        """Run the image's entrypoint with `args` as the image would: its user, its environment and `env`,
-        its root filesystem read-only and `tmp` on /tmp."""
-        entrypoint = [str(part) for part in self.config["Entrypoint"]]  # type: ignore[attr-defined]
+    def command(self, tmp: Path, env: dict[str, str], *args: str, entrypoint: list[str] | None = None) -> list[str]:
+        """Run the image's entrypoint (or a pod's `command`) with `args` as the image would: its user, its
+        environment and `env`, its root filesystem read-only and `tmp` on /tmp."""
+        if entrypoint is None:
+            entrypoint = [str(part) for part in self.config["Entrypoint"]]  # type: ignore[attr-defined]
         environment = [str(item) for item in self.config["Env"]]  # type: ignore[attr-defined]
         environment += [f"{name}={value}" for name, value in env.items()]
         script = 'mount --bind "$1" "$2/tmp" && root=$2 && shift 2 && exec chroot --userspec="$USERSPEC" "$root" "$@"'
@@ -125,6 +129,13 @@ def test_the_image_is_the_charts_and_runs_as_a_non_root_user_that_owns_none_of_i
     assert not list((image.root / "opt/inference-router").rglob("pip"))  # no installer left in the image
 
 
+def helm_test_command() -> list[str]:
+    """The `helm test` pod's command (its last item the admin Service's /readyz URL)."""
+    objects = render({"inferenceRouterServiceType": "ClusterIP", "allowInsecureConnections": True})
+    (pod,) = [obj for (kind, _), obj in objects.items() if kind == "Pod"]
+    return [str(part) for part in pod["spec"]["containers"][0]["command"]]
+
+
 def chart_container() -> tuple[list[str], dict[str, str]]:
     """The router container's arguments and environment as the chart renders them (plain HTTP, a short drain)."""
     objects = render({"inferenceRouterServiceType": "ClusterIP", "allowInsecureConnections": True,
@@ -160,6 +171,10 @@ def test_the_charts_command_in_the_image_serves_a_score_call_as_non_root_and_sig
                 assert os.readlink(f"/proc/{process.pid}/root") == str(image.root)
             admin = f"http://127.0.0.1:{router.ready['admin_port']}"
             wait_until(lambda: httpx.get(f"{admin}/readyz").status_code == 200, 20, "/readyz answers 200")
+            helm_test = image.command(tmp_path, {}, f"{admin}/readyz", entrypoint=helm_test_command()[:-1])
+            checked = subprocess.run(helm_test, capture_output=True, text=True, timeout=60)
+            assert checked.returncode == 0 and " 200 " in checked.stdout, checked.stdout + checked.stderr
+
             url = f"http://127.0.0.1:{router.ready['port']}/api/v1/endpoint/demo/score"
             auth = {"Authorization": f"Bearer {KEY}"}
             answer = httpx.post(url, headers=auth, json={"data": [1, 2]}, timeout=10)
