@@ -119,6 +119,9 @@ class RouterSettings:
         group="listeners and TLS")
     admin_host: str = setting("127.0.0.1", "comma-separated addresses of the admin port; the chart binds the pod IP "
                               "and loopback", group="listeners and TLS")
+    proxy_protocol: bool = setting(False, "read a PROXY protocol v1/v2 header (AWS NLB, HAProxy) before each scoring "
+                                   "connection and take the client address from it; from --trusted-proxies only",
+                                   group="listeners and TLS")
     # resources and cluster
     status_lease: str = setting(
         "inference-router-status", "with --kubernetes: the Lease, in the router's namespace, whose holder writes "
@@ -202,6 +205,10 @@ class RouterSettings:
         if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", self.status_lease):
             problems.append(f"--status-lease: expected a Kubernetes object name (a-z, 0-9, '-', '.'), "
                             f"got {self.status_lease!r}")
+        if self.proxy_protocol and not self.trusted_proxies.strip(" ,"):
+            problems.append("--proxy-protocol: needs --trusted-proxies (ROUTER_TRUSTED_PROXIES), the load "
+                            "balancers' addresses or networks: a PROXY header from anyone else would let "
+                            "them choose their own client address")
         if problems:
             raise ConfigError(problems)
 

@@ -13,6 +13,9 @@ from tests.chart.render import NAME, render, validate
 from tests.chart.test_chart import container, values
 
 POLICY = ("NetworkPolicy", f"{NAME}-admin")
+HELM_TEST_RULE = {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "router",
+                                                            "app.kubernetes.io/component": "helm-test"}}}],
+                  "ports": [{"port": 9090, "protocol": "TCP"}]}
 
 
 def test_the_admin_port_binds_the_pod_ip_and_loopback() -> None:
@@ -30,16 +33,27 @@ def test_by_default_no_pod_reaches_the_admin_port_and_every_client_the_scoring_p
     selector = objects[("Deployment", NAME)]["spec"]["selector"]["matchLabels"]
     assert policy["spec"]["podSelector"] == {"matchLabels": selector}
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    (scoring,) = policy["spec"]["ingress"]  # no rule names port 9090: no pod reaches it
+    scoring, helm_test = policy["spec"]["ingress"]  # only the chart's `helm test` pod reaches port 9090
     assert "from" not in scoring
     assert scoring["ports"] == [{"port": 8080, "protocol": "TCP"}, {"port": 8443, "protocol": "TCP"}]
+    assert helm_test == HELM_TEST_RULE
+
+
+def test_the_helm_test_pod_is_the_one_the_admin_rule_admits_and_no_router_pod() -> None:
+    objects = render(values())
+    (test_pod,) = [obj for (kind, _), obj in objects.items() if kind == "Pod"]
+    labels = test_pod["metadata"]["labels"]
+    assert HELM_TEST_RULE["from"][0]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert test_pod["metadata"]["namespace"] == objects[POLICY]["metadata"]["namespace"]  # podSelector: same one
+    router_selector = objects[("Deployment", NAME)]["spec"]["selector"]["matchLabels"]
+    assert not router_selector.items() <= labels.items()  # neither the Service nor the PDB counts it
 
 
 def test_the_admin_port_admits_the_namespaces_given() -> None:
     policy = render(values(adminNetworkPolicy={"namespaces": ["monitoring", "token-clients"]}))[POLICY]
     validate(policy)
-    scoring, admin = policy["spec"]["ingress"]
-    assert "from" not in scoring
+    scoring, helm_test, admin = policy["spec"]["ingress"]
+    assert "from" not in scoring and helm_test == HELM_TEST_RULE
     assert admin == {"from": [namespace("monitoring"), namespace("token-clients")],
                      "ports": [{"port": 9090, "protocol": "TCP"}]}
 
