@@ -272,3 +272,18 @@ def synced(timestamp: float | None = None) -> None:
 def set_certificate_expiry(timestamp: float) -> None:
     """The certificate now served expires at `timestamp` (Unix time); call at start and on each rotation."""
     _CERTIFICATE.expiry = timestamp
+
+
+_PEERS = Gauge(PREFIX + "peers", "Other routers this one may share slots with, by state: member (in the split), "
+               "joining (alive, not in the split yet), leaving (draining)", ["state"], registry=REGISTRY)
+_OWNED_SLOTS = Gauge(PREFIX + "peer_owned_slots", "Replica slots this router may start requests on, by "
+                     "deployment (several routers: its share of the deployment's slots)", ["deployment"],
+                     registry=REGISTRY)
+
+
+def peers(states: Mapping[str, int], owned_slots: Mapping[str, int]) -> None:
+    for state, count in states.items():
+        _PEERS.labels(state).set(count)
+    _OWNED_SLOTS.clear()
+    for deployment, count in owned_slots.items():
+        _OWNED_SLOTS.labels(deployment).set(count)

@@ -73,10 +73,25 @@ class RouterSettings:
                               "pod IP and loopback)", group="listeners and TLS")
     debug_endpoints: bool = setting(False, "serve /debug/deployments on the admin port: replica addresses "
                                     "and load, for whoever reaches that port", group="observability")
+    peers: str = setting("", "every router's peer address HOST:PORT, comma-separated, this one included: the "
+                         "routers share each replica's slots (heartbeats; local mode, VMs)", group="peers and workers")
+    peer_service: str = setting("", "in a cluster: the Service whose ready endpoints (port named peer) are the "
+                                "routers sharing slots; membership by one Lease per router", group="peers and workers")
+    peer_port: int = setting(9091, "the port routers call each other on, bound on --host (never public)",
+                             group="peers and workers")
+    peer_key: str | None = setting(None, "the peers' shared key (prefer the variable ROUTER_PEER_KEY, or "
+                                   "--peer-key-file: a flag shows in ps)", group="peers and workers", repr=False)
+    peer_key_file: str | None = setting(None, "a file holding the peers' shared key", group="peers and workers")
+    peer_timeout: float = setting(5.0, "a router not heard from (its Lease not renewed) for this long has left: "
+                                  "the others take its share", group="peers and workers", unit="s")
 
     @property
     def admin_hosts(self) -> tuple[str, ...]:
         return tuple(host.strip() for host in self.admin_host.split(",") if host.strip())
+
+    @property
+    def peer_addresses(self) -> tuple[str, ...]:
+        return tuple(entry.strip() for entry in self.peers.split(",") if entry.strip())
 
     @property
     def tls_configured(self) -> bool:
@@ -107,6 +122,29 @@ class RouterSettings:
         for name in ("header_timeout", "body_timeout", "keepalive_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError([f"{name}: must be a positive number of seconds, got {getattr(self, name)}"])
+        self._check_peers()
+
+    def _check_peers(self) -> None:
+        if not 0 <= self.peer_port <= 65535:
+            raise ConfigError([f"peer_port: must be a port number from 0 to 65535, got {self.peer_port}"])
+        if not self.peers and not self.peer_service:
+            return
+        if self.peers and self.peer_service:
+            raise ConfigError(["peers and peer_service are two ways to find the other routers: set one of them"])
+        for entry in self.peer_addresses:
+            host, _, port = entry.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+                raise ConfigError([f"peers: {entry!r} is not HOST:PORT"])
+        if not self.peer_key and not self.peer_key_file:
+            raise ConfigError(["peer_key: routers that share slots need a shared key: set ROUTER_PEER_KEY or "
+                               "--peer-key-file"])
+        if self.peer_key and self.peer_key_file:
+            raise ConfigError(["peer_key and peer_key_file are two sources of the peers' key: set one of them"])
+        if self.peer_key is not None and len(self.peer_key.strip()) < 16:
+            raise ConfigError(["peer_key: must be at least 16 characters (openssl rand -base64 24 makes one)"])
+        shortest = 3.0 if self.peer_service else 0.5  # a Lease is renewed every 2 s: it must outlast that
+        if not self.peer_timeout >= shortest:
+            raise ConfigError([f"peer_timeout: must be at least {shortest:g} s, got {self.peer_timeout}"])
 
 
 def _flag(name: str) -> str:
