@@ -66,7 +66,8 @@ class LeasePeers(Membership):
         alive.discard(self.me)
         leaving = self.said_leaving()
         members = {p for p in alive if p in self.ready and p not in leaving}
-        if valid and now >= self.warm_at and not self.leaving:
+        # as the others see it: a member once ready (the Service lists it), as long as its Lease is valid
+        if valid and now >= self.warm_at and not self.leaving and self.me in self.ready:
             members.add(self.me)
         return View(self.me, valid, tuple(sorted(members)), frozenset(alive), leaving & frozenset(alive))
 

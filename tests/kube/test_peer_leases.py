@@ -1,0 +1,163 @@
+"""Membership by Leases (--peer-service) against the fake API server: one Lease per router, the peer
+Service's ready endpoints, a Lease that expires, one deleted on a graceful stop, and a router that
+stops using its slots when it cannot renew."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from router.discovery.kubernetes.api import KubeApi
+from router.peers.leases import GROUP_LABEL, LeasePeers
+from tests.kube.cluster import endpoint_slice, seed_demo, start_kube_router, until
+from tests.kube.fake_apiserver import FakeApiServer
+from tests.peers.cluster import PEER_KEY, free_port_on
+from tests.routing import wait_until
+
+SERVICE = "routers"
+ADDRESSES = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+
+
+def me(address: str) -> str:
+    return f"{address}:9091"
+
+
+@contextlib.asynccontextmanager
+async def lease_peers(kubeconfig: Path, address: str, timeout: float = 2.0) -> AsyncIterator[LeasePeers]:
+    api = await KubeApi.connect(str(kubeconfig), request_timeout_s=1.0)
+    peers = LeasePeers(me=me(address), timeout=timeout, api=api, namespace="default", service=SERVICE,
+                       lease_name=f"inference-router-peer-{address}", margin=0.5, renew_s=0.2)
+    task = asyncio.create_task(peers.run())
+    peers.task = task  # type: ignore[attr-defined]
+    try:
+        yield peers
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await api.close()
+
+
+def seed_peer_service(api_server: FakeApiServer, addresses: list[str], *, not_ready: tuple[str, ...] = ()) -> None:
+    for n, address in enumerate(addresses):
+        api_server.create("endpointslices", endpoint_slice(f"{SERVICE}-{n}", SERVICE, 9091, address=address,
+                                                           ready=address not in not_ready, port_name="peer"))
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def in_a_loop(case: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    @functools.wraps(case)
+    def test(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(case(*args, **kwargs))
+    return test
+
+
+@in_a_loop
+async def test_routers_find_each_other_by_their_leases_and_the_peer_service(api_server: FakeApiServer,
+                                                                           kubeconfig: Path) -> None:
+    seed_peer_service(api_server, ADDRESSES, not_ready=("10.0.0.3",))
+    async with lease_peers(kubeconfig, "10.0.0.1") as one, lease_peers(kubeconfig, "10.0.0.2") as two, \
+            lease_peers(kubeconfig, "10.0.0.3") as three:
+        everyone = (one, two, three)
+        await until(lambda: all(p.view(now()).valid and p.view(now()).members == (me("10.0.0.1"), me("10.0.0.2"))
+                                for p in (one, two)), timeout=10)
+        # the third has a valid Lease, so it is asked for slots; not ready, so it is no member
+        assert one.view(now()).alive == {me("10.0.0.2"), me("10.0.0.3")}
+        assert three.view(now()).members == (me("10.0.0.1"), me("10.0.0.2"))  # it sees itself as the others do
+        leases = api_server.list("leases", "default", {"labelSelector": f"{GROUP_LABEL}={SERVICE}"})["items"]
+        assert sorted(lease["spec"]["holderIdentity"] for lease in leases) == [me(a) for a in ADDRESSES]
+        assert {lease["spec"]["leaseDurationSeconds"] for lease in leases} == {2}
+        assert all(p.view(now()).valid for p in everyone)
+
+
+@in_a_loop
+async def test_a_router_whose_lease_expires_leaves_only_after_its_duration(api_server: FakeApiServer,
+                                                                           kubeconfig: Path) -> None:
+    seed_peer_service(api_server, ADDRESSES[:2])
+    async with lease_peers(kubeconfig, "10.0.0.1") as one, lease_peers(kubeconfig, "10.0.0.2") as two:
+        await until(lambda: one.view(now()).members == (me("10.0.0.1"), me("10.0.0.2")), timeout=10)
+        two.task.cancel()  # type: ignore[attr-defined]  # it crashed: its Lease stays, no longer renewed
+        stopped = time.monotonic()
+        await asyncio.sleep(1.0)
+        assert me("10.0.0.2") in one.view(now()).alive  # 2 s Lease: not yet
+        await until(lambda: me("10.0.0.2") not in one.view(now()).alive, timeout=5)
+        took = time.monotonic() - stopped
+        # its duration from its last renewal, which came up to one renewal period (and a slow write) before
+        assert took >= 2.0 - 0.5, took
+        assert one.view(now()).members == (me("10.0.0.1"),)
+
+
+@in_a_loop
+async def test_a_router_that_stops_deletes_its_lease_and_is_forgotten_at_once(api_server: FakeApiServer,
+                                                                             kubeconfig: Path) -> None:
+    seed_peer_service(api_server, ADDRESSES[:2])
+    async with lease_peers(kubeconfig, "10.0.0.1") as one, lease_peers(kubeconfig, "10.0.0.2") as two:
+        await until(lambda: one.view(now()).members == (me("10.0.0.1"), me("10.0.0.2")), timeout=10)
+        two.task.cancel()  # type: ignore[attr-defined]
+        await two.stop()
+        assert not two.view(now()).valid
+        took = await until(lambda: me("10.0.0.2") not in one.view(now()).alive, timeout=5)
+        assert took < 1.0  # the next list, not the Lease's duration
+        assert [lease["metadata"]["name"] for lease in api_server.list("leases", "default")["items"]] == [
+            "inference-router-peer-10.0.0.1"]
+
+
+@in_a_loop
+async def test_a_router_that_cannot_renew_stops_using_its_slots_before_its_lease_can_expire(
+        api_server: FakeApiServer, kubeconfig: Path) -> None:
+    seed_peer_service(api_server, ADDRESSES[:1])
+    async with lease_peers(kubeconfig, "10.0.0.1") as one:
+        await until(lambda: one.view(now()).valid and one.view(now()).members == (me("10.0.0.1"),), timeout=10)
+        with api_server.outage():
+            cut = time.monotonic()
+            await until(lambda: not one.view(now()).valid, timeout=5)
+            # invalid by its own clock at least `margin` before a peer could see the Lease expire
+            assert time.monotonic() - cut <= 2.0 - 0.5 + 0.1
+            assert one.view(now()).members == ()
+        await until(lambda: one.view(now()).valid, timeout=5)
+
+
+def test_routers_in_a_cluster_agree_on_the_split(api_server: FakeApiServer, kubeconfig: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two router processes with --kubernetes --peer-service, as two pods (127.0.0.1 and 127.0.0.2)."""
+    seed_demo(api_server, "primary-key-0123456789", port=5001)
+    port = free_port_on(["127.0.0.1", "127.0.0.2"])
+    for n, address in enumerate(["127.0.0.1", "127.0.0.2"]):
+        api_server.create("endpointslices", endpoint_slice(f"{SERVICE}-{n}", SERVICE, port, address=address,
+                                                           port_name="peer"))
+    routers = []
+    try:
+        monkeypatch.setenv("ROUTER_PEER_KEY", PEER_KEY)
+        for address in ("127.0.0.1", "127.0.0.2"):
+            monkeypatch.setenv("POD_NAME", f"router-{address}")  # each pod its own Lease
+            router = start_kube_router(kubeconfig, "--peer-service", SERVICE, "--peer-port", str(port),
+                                       "--peer-timeout", "3", "--host", address)
+            routers.append(router)
+
+        def views() -> list[dict[str, object]]:
+            return [httpx.get(f"http://{address}:{port}/peer/v1/view", timeout=5,
+                              headers={"authorization": f"Bearer {PEER_KEY}"}).json()
+                    for address in ("127.0.0.1", "127.0.0.2")]
+
+        members = [f"127.0.0.1:{port}", f"127.0.0.2:{port}"]
+        wait_until(lambda: all(v["members"] == members and v["valid"] for v in views()), 20, "both are members")
+        slots = [v["slots"]["default/blue"]["http://127.0.0.1:5001"] for v in views()]  # type: ignore[index]
+        wait_until(lambda: sum(v["slots"]["default/blue"]["http://127.0.0.1:5001"]["held"]  # type: ignore[index]
+                               for v in views()) == 8, 10, "all 8 slots held")
+        assert [s["owned"] for s in slots] == [4, 4]
+        assert routers[1].stop() == 0
+        leases = api_server.list("leases", "default", {"labelSelector": f"{GROUP_LABEL}={SERVICE}"})["items"]
+        assert [lease["spec"]["holderIdentity"] for lease in leases] == [f"127.0.0.1:{port}"]
+    finally:
+        for router in routers:
+            router.stop()
