@@ -93,7 +93,7 @@ def test_each_combination_renders_valid_objects_that_do_what_was_asked(
     pod = objects[("Deployment", NAME)]["spec"]["template"]["spec"]
     router = container(objects)
     assert {p["name"]: p["containerPort"] for p in router["ports"]} == \
-        {"admin": 9090, **({"http": 8080} if tls == "insecure" else {"https": 8443})}
+        {"admin": 9090, **({"http": 8080} if tls == "insecure" else {"https": 8443}), **({"peer": 9091} if ha else {})}
     env = {e["name"]: e["value"] for e in router["env"] if "value" in e}
     if tls == "insecure":
         assert "ROUTER_SSL_CERT_PEM_FILE" not in env and env["ROUTER_ALLOW_INSECURE_CONNECTIONS"] == "true"
