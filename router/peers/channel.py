@@ -58,14 +58,18 @@ def decode_slots(value: object) -> frozenset[Slot]:
 
 def encode_state(state: PeerState) -> dict[str, object]:
     return {"member": state.member, "seq": state.seq, "held": encode_slots(state.held),
-            "pending": encode_slots(state.pending), "leaving": state.leaving}
+            "pending": encode_slots(state.pending), "leaving": state.leaving, "free": dict(state.free)}
 
 
 def decode_state(value: object) -> PeerState:
     if not isinstance(value, dict) or not isinstance(value.get("member"), str) or not isinstance(value.get("seq"), int):
         raise ValueError("state: expected member and seq")
+    free = value.get("free", {})
+    if not isinstance(free, dict) or not all(isinstance(k, str) and isinstance(v, int) for k, v in free.items()):
+        raise ValueError("state: free is {deployment: slots}")
     return PeerState(value["member"], value["seq"], decode_slots(value.get("held", [])),
-                     decode_slots(value.get("pending", [])), bool(value.get("leaving", False)))
+                     decode_slots(value.get("pending", [])), bool(value.get("leaving", False)),
+                     tuple(sorted(free.items())))
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:

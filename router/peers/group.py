@@ -46,6 +46,7 @@ class PeerGroup:
         self.usable: Mapping[Place, int] = {}
         self.usable_until = 0.0
         self.view = View(self.me, False, (), frozenset())
+        self.peer_free: dict[str, dict[str, int]] = {}  # peer → deployment → free slots, as it last said
         self._alive: frozenset[str] = frozenset()
         self._wake = asyncio.Event()
 
@@ -65,12 +66,37 @@ class PeerGroup:
 
     # -- the peer port's calls (PeerCalls) --------------------------------------------------
     def on_state(self, state: PeerState) -> PeerState:
+        self._heard(state)
+        self._wake.set()
+        return self._state()
+
+    def _heard(self, state: PeerState) -> None:
         self.membership.heard(state, self._now())
         self.ledger.heard(state)
-        self._wake.set()
-        return self.ledger.state(leaving=self.membership.leaving)
+        self.peer_free[state.member] = dict(state.free)
+
+    def _state(self) -> PeerState:
+        in_use = self.in_use()
+        free: dict[str, int] = {}
+        for (deployment, url), usable in self.usable.items():
+            free[deployment] = free.get(deployment, 0) + max(0, usable - in_use.get((deployment, url), 0))
+        return self.ledger.state(leaving=self.membership.leaving, free=tuple(sorted(free.items())))
+
+    def forward_target(self, deployment: str) -> str | None:
+        """The member with the most free slots of `deployment` as it last said (None: none has one).
+
+        For the data plane, when this router has no free slot of its own (one hop at most)."""
+        best, most = None, 0
+        for peer in self.view.members:
+            free = self.peer_free.get(peer, {}).get(deployment, 0)
+            if peer != self.me and free > most:
+                best, most = peer, free
+        return best
 
     def on_claim(self, claimant: str, seq: int, slots: frozenset[Slot]) -> frozenset[Slot]:
+        if not self.membership.may_claim(claimant):
+            logs.event("peers.unknown_claimant", level=logging.WARNING, peer=claimant)
+            return frozenset()
         # a claim is word from the claimant: a newcomer is asked in turn before its Lease is listed here
         self.membership.heard(PeerState(claimant, seq), self._now())
         granted = self.ledger.answer_claim(claimant, seq, slots)
@@ -79,17 +105,19 @@ class PeerGroup:
 
     def debug(self) -> dict[str, Any]:
         """For /debug/deployments and the peer port's /view: the view, and slots per replica."""
-        held = per_replica(self.ledger.held)
-        owned = per_replica(self.share)
+        held, owned, in_use = per_replica(self.ledger.held), per_replica(self.share), self.in_use()
         slots: dict[str, dict[str, dict[str, int]]] = {}
         for deployment, capacity in self.capacity.items():
             slots[deployment] = {url: {"owned": owned.get((deployment, url), 0),
                                        "held": held.get((deployment, url), 0),
-                                       "usable": self.usable.get((deployment, url), 0)}
+                                       "usable": self.usable.get((deployment, url), 0),
+                                       "in_use": in_use.get((deployment, url), 0)}
                                  for url in sorted(capacity.replicas)}
         return {"me": self.me, "valid": self.view.valid, "leaving": self.membership.leaving,
                 "members": list(self.view.members),
                 "peers": {peer: self.view.state_of(peer) for peer in sorted(self.view.alive)},
+                "peer_free_slots": {peer: free for peer, free in sorted(self.peer_free.items())
+                                    if peer in self.view.alive},
                 "slots": slots}
 
     # -- the loop ----------------------------------------------------------------------------
@@ -129,6 +157,7 @@ class PeerGroup:
         view = self.membership.view(self._now())
         for departed in self._alive - view.alive:
             self.ledger.forget(departed)
+            self.peer_free.pop(departed, None)
             logs.event("peers.departed", peer=departed)
         for joined in view.alive - self._alive:
             logs.event("peers.joined", peer=joined)
@@ -142,10 +171,9 @@ class PeerGroup:
         return view
 
     async def _exchange(self, peer: str) -> None:
-        answer = await self.client.state(peer, self.ledger.state(leaving=self.membership.leaving))
+        answer = await self.client.state(peer, self._state())
         if answer is not None and answer.member == peer:
-            self.membership.heard(answer, self._now())
-            self.ledger.heard(answer)
+            self._heard(answer)
 
     def _publish(self) -> None:
         usable = self.ledger.usable(self.share) if self.view.valid else {}

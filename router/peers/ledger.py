@@ -42,6 +42,7 @@ class PeerState:
     held: frozenset[Slot] = frozenset()
     pending: frozenset[Slot] = frozenset()
     leaving: bool = False  # draining: give it no share; it lets its slots go as its requests end
+    free: tuple[tuple[str, int], ...] = ()  # per deployment: its slots free right now (where to forward to)
 
 
 @dataclass(slots=True)
@@ -60,8 +61,8 @@ class SlotLedger:
         self.seq += 1
         return self.seq
 
-    def state(self, *, leaving: bool = False) -> PeerState:
-        return PeerState(self.me, self.next_seq(), frozenset(self.held), frozenset(self.pending), leaving)
+    def state(self, *, leaving: bool = False, free: tuple[tuple[str, int], ...] = ()) -> PeerState:
+        return PeerState(self.me, self.next_seq(), frozenset(self.held), frozenset(self.pending), leaving, free)
 
     # -- letting go -------------------------------------------------------------------------
     def release(self, share: Set[Slot], in_use: Mapping[tuple[str, str], int]) -> set[Slot]:

@@ -100,6 +100,10 @@ class Membership:
         """Whom to send state messages to."""
         raise NotImplementedError
 
+    def may_claim(self, peer: str) -> bool:
+        """Whether `peer` may claim slots here: a router this membership can later tell departed."""
+        return True
+
     def view(self, now: float) -> View:
         raise NotImplementedError
 
@@ -121,6 +125,9 @@ class StaticPeers(Membership):
 
     def contacts(self) -> tuple[str, ...]:
         return tuple(p for p in self.peers if p != self.me)
+
+    def may_claim(self, peer: str) -> bool:
+        return peer in self.peers  # another list of --peers: a promise to it would never be forgotten
 
     def view(self, now: float) -> View:
         heard = self.recently_heard(now)

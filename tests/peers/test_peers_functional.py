@@ -34,6 +34,12 @@ def test_three_routers_agree_on_the_split_and_show_it(tmp_path: Path, config: Co
         assert routers.held([1, 2, 3]) == {("default/blue", "http://127.0.0.1:5001"): 2,
                                            ("default/blue", "http://127.0.0.1:5002"): 2,
                                            ("default/green", "http://127.0.0.1:5003"): 3}
+        # each says how many slots it has free: where a router without one would forward a request
+        views = {n: routers.view(n) for n in (1, 2, 3)}
+        wait_until(lambda: routers.view(1)["peer_free_slots"] == {
+            routers.identity(n): {d: sum(s["usable"] for s in replicas.values())
+                                  for d, replicas in views[n]["slots"].items()} for n in (2, 3)},
+                   5, "router 1 knows the others' free slots")
         debug = httpx.get(f"{routers.routers[2].admin_url}/debug/deployments", timeout=5).json()
         assert debug["peers"]["me"] == routers.identity(2)
         assert debug["peers"]["peers"] == {routers.identity(1): "member", routers.identity(3): "member"}
