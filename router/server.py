@@ -23,7 +23,8 @@ import uvicorn
 from router import logs, metrics, tokens
 from router.admin import build_admin_app
 from router.balancing.admission import Policy
-from router.balancing.table import RoutingTable
+from router.balancing.replicas import Replica
+from router.balancing.table import ReplicaKey, RoutingTable
 from router.discovery.file import FileSource
 from router.discovery.source import ServiceReplicas, Source
 from router.errors import BadRequest, ConfigError
@@ -69,6 +70,7 @@ class RouterServer:
         self.plane: DataPlane | None = None
         self.ports: dict[str, int] = {}
         self.peers: PeerGroup | None = None  # with --peers or --peer-service: the slots shared with other routers
+        self._retired: dict[ReplicaKey, Replica] = {}  # replicas gone from the table, requests maybe still on them
         self.started = asyncio.Event()
         self._stop = asyncio.Event()
 
@@ -86,6 +88,8 @@ class RouterServer:
         for replica in table.added:
             replica.pool = ConnectionPool(replica.host, replica.port,
                                           idle_timeout=self.settings.upstream_idle_timeout)
+        if self.peers is not None:  # requests still on replicas that left hold their slots until they end
+            self._retired.update((k, r) for k, r in self.plane.table.replicas.items() if k not in table.replicas)
         self.plane.table = table
         if self.peers is not None:
             self.peers.update_capacity({"/".join(key): DeploymentSlots(tuple(r.url for r in balancer.replicas),
@@ -131,8 +135,13 @@ class RouterServer:
     def _in_use(self) -> dict[tuple[str, str], int]:
         """Requests in flight per (deployment, replica URL): the slots a router cannot let go of yet."""
         assert self.plane is not None
-        return {(f"{namespace}/{name}", url): replica.in_flight
-                for (namespace, name, url), replica in self.plane.table.replicas.items()}
+        for key in [key for key, replica in self._retired.items() if replica.in_flight == 0]:
+            del self._retired[key]
+        in_use: dict[tuple[str, str], int] = {}
+        for (namespace, name, url), replica in (*self._retired.items(), *self.plane.table.replicas.items()):
+            place = (f"{namespace}/{name}", url)
+            in_use[place] = in_use.get(place, 0) + replica.in_flight
+        return in_use
 
     async def _open_peers(self) -> tuple[uvicorn.Server, socket.socket] | None:
         settings = self.settings
@@ -218,7 +227,7 @@ class RouterServer:
         self.started.set()
         await self._stop.wait()
         if self.peers is not None:  # the others take this router's share as its requests end
-            self.peers.membership.leaving = True
+            self.peers.begin_leaving()
         await self._drain(listeners)
         if self.peers is not None:
             await self.peers.leave(timeout=self.settings.peer_timeout)

@@ -20,7 +20,7 @@ from router import logs, metrics
 from router.peers.channel import PeerClient
 from router.peers.ledger import PeerState, SlotLedger
 from router.peers.membership import Membership, View
-from router.peers.split import Capacity, Slot, all_slots, per_replica, share
+from router.peers.split import Capacity, Slot, per_replica, share
 
 Place = tuple[str, str]  # deployment ("namespace/name"), replica URL
 InUse = Callable[[], Mapping[Place, int]]
@@ -58,9 +58,9 @@ class PeerGroup:
 
     # -- from the router --------------------------------------------------------------------
     def update_capacity(self, capacity: Capacity) -> None:
-        """A new routing table: the deployments' replicas and caps (slots that vanished are dropped)."""
+        """A new routing table: the deployments' replicas and caps (vanished slots go as their requests end)."""
         self.capacity = dict(capacity)
-        self.ledger.drop_missing(all_slots(self.capacity))
+        self.share = share(self.capacity, self.view.members, self.me) if self.view.valid else frozenset()
         self._publish()
         self._wake.set()
 
@@ -188,6 +188,11 @@ class PeerGroup:
         metrics.peers(states, {d: sum(n for (dep, _), n in usable.items() if dep == d) for d in self.capacity})
 
     # -- leaving -----------------------------------------------------------------------------
+    def begin_leaving(self) -> None:
+        """Drain has begun: take no share from now on (the others take it as this router's requests end)."""
+        self.membership.leaving = True
+        self._wake.set()
+
     async def leave(self, timeout: float) -> None:
         """Drain: take no share, let every slot go as requests end, tell the peers, then go."""
         self.membership.leaving = True

@@ -23,6 +23,9 @@ nothing). A router whose lease has expired holds nothing (`lapse`): the others m
 
 A router's usable count on a replica is its held slots there that are still in its share
 (`usable`): slots it is letting go take no new requests, while requests already on them end.
+A slot that vanished (its replica gone from the configuration, its cap lowered) is let go the
+same way: while requests still run on it, it stays held, so that if it comes back (an endpoint
+that flapped) no other router starts requests on top of them.
 """
 
 from __future__ import annotations
@@ -134,13 +137,6 @@ class SlotLedger:
         for slot, (claimant, _) in list(self.promised.items()):
             if claimant == member:
                 del self.promised[slot]
-
-    def drop_missing(self, existing: Set[Slot]) -> None:
-        """Slots that no longer exist (a replica gone, a cap lowered) are nobody's to hand over."""
-        self.held &= existing
-        self.pending &= existing
-        for slot in [slot for slot in self.promised if slot not in existing]:
-            del self.promised[slot]
 
     # -- what the data plane may use --------------------------------------------------------
     def usable(self, share: Set[Slot]) -> dict[tuple[str, str], int]:

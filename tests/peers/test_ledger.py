@@ -14,6 +14,9 @@ from router.peers.split import DeploymentSlots, Slot, all_slots, share
 
 CAPACITY = {"ns/a": DeploymentSlots(("http://r1", "http://r2", "http://r3"), 2),
             "ns/b": DeploymentSlots(("http://s1",), 3)}
+# what a configuration change may make of it: a replica gone (an endpoint that flaps), a cap lowered
+CHANGES = [CAPACITY, {**CAPACITY, "ns/a": DeploymentSlots(("http://r1", "http://r3"), 2)},
+           {**CAPACITY, "ns/a": DeploymentSlots(("http://r1", "http://r2", "http://r3"), 1)}]
 PLACES = [(d, url) for d, slots in CAPACITY.items() for url in slots.replicas]
 CAPS = {(d, url): slots.cap for d, slots in CAPACITY.items() for url in slots.replicas}
 
@@ -36,8 +39,10 @@ class Router:
     in_use: dict[tuple[str, str], int] = field(default_factory=dict)
     claim: Claim | None = None
 
+    capacity: dict[str, DeploymentSlots] = field(default_factory=lambda: dict(CAPACITY))
+
     def share(self) -> frozenset[Slot]:
-        return share(CAPACITY, self.members, self.name) if not self.lapsed else frozenset()
+        return share(self.capacity, self.members, self.name) if not self.lapsed else frozenset()
 
 
 class Cluster:
@@ -86,6 +91,10 @@ class Cluster:
             target.ledger.heard(state)
             target.forgotten.discard(state.member)  # a returned router is heard again
 
+    def reconfigure(self, name: str, change: int) -> None:
+        """A configuration change reaches one router (the others see it later, or never)."""
+        self.routers[name].capacity = dict(CHANGES[change])
+
     def crash(self, name: str) -> None:
         r = self.routers[name]
         r.ledger.lapse()  # its lease lapses before anyone may forget it: it stops using everything
@@ -126,12 +135,16 @@ class Cluster:
         for place, cap in CAPS.items():
             seen = sum(r.in_use.get(place, 0) for r in self.routers.values())
             assert seen <= cap, f"{place}: {seen} requests at once, cap {cap}"
+            for r in self.routers.values():
+                held = sum(1 for slot in r.ledger.held if slot[:2] == place)
+                assert r.in_use.get(place, 0) <= held, f"{r.name} has more requests on {place} than slots"
 
     def stabilize(self) -> None:
         """Stable membership: every live router sees the same members, the departed are forgotten."""
         live = sorted(n for n, r in self.routers.items() if not r.lapsed)
         for r in self.routers.values():
             r.members = set(live)
+            r.capacity = dict(CAPACITY)
             for departed in set(self.routers) - set(live):
                 self.forget(r.name, departed)
         for _ in range(6):
@@ -158,6 +171,7 @@ actions = st.one_of(
     st.tuples(st.just("send"), st.sampled_from(NAMES), st.sampled_from(NAMES)),
     st.tuples(st.just("deliver"), st.integers(0, 50), st.booleans()),
     st.tuples(st.just("crash"), st.sampled_from(NAMES)),
+    st.tuples(st.just("reconfigure"), st.sampled_from(NAMES), st.integers(0, len(CHANGES) - 1)),
     st.tuples(st.just("restart"), st.sampled_from(NAMES), st.sets(st.sampled_from(NAMES))),
     st.tuples(st.just("forget"), st.sampled_from(NAMES), st.sampled_from(NAMES)),
     st.tuples(st.just("admit"), st.sampled_from(NAMES), st.sampled_from(PLACES)),
