@@ -151,7 +151,7 @@ class PeerGroup:
                 logs.event("peers.slots_taken", slots=len(taken), held=len(self.ledger.held))
             view = self._look()  # the lease may have lapsed while the answers came
         self._publish()
-        await asyncio.gather(*(self._exchange(peer) for peer in self.membership.contacts()))
+        await asyncio.gather(*(self._exchange(peer) for peer in self.membership.contacts(self._now())))
 
     def _look(self) -> View:
         view = self.membership.view(self._now())
@@ -201,7 +201,7 @@ class PeerGroup:
         while (self.ledger.held or self.ledger.pending) and loop.time() < deadline:
             self._wake.set()
             await asyncio.sleep(self.interval)
-        await asyncio.gather(*(self._exchange(peer) for peer in self.membership.contacts()))
+        await asyncio.gather(*(self._exchange(peer) for peer in self.membership.contacts(self._now())))
         await self.membership.stop()
         logs.event("peers.left", held=len(self.ledger.held))
 

@@ -12,6 +12,7 @@ every older router has listed its Lease (so any two routers that want a slot kno
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import math
@@ -44,8 +45,9 @@ class LeasePeers(Membership):
     renew_s: float = LEASE_RENEW_S
     valid_until: float = 0.0
     warm_at: float = math.inf  # a member only once every older router has surely seen its Lease
-    leases: dict[str, tuple[object, float, float]] = field(default_factory=dict)  # holder → (record, seen, duration)
+    leases: dict[str, tuple[str, object, float, float]] = field(default_factory=dict)  # see observe()
     ready: frozenset[str] = frozenset()  # the peer Service's ready endpoints, as identities
+    dead_after: float = 10.0  # Lease durations without a renewal before a dead router's Lease is deleted
 
     @classmethod
     def create(cls, api: KubeApi, namespace: str, service: str, me: str, timeout: float) -> LeasePeers:
@@ -53,15 +55,16 @@ class LeasePeers(Membership):
         return cls(me=me, timeout=timeout, api=api, namespace=namespace, service=service,
                    lease_name=LEASE_PREFIX + pod, margin=min(1.0, timeout / 4))
 
-    def contacts(self) -> tuple[str, ...]:
-        return tuple(sorted((set(self.leases) | self.ready) - {self.me}))
+    def contacts(self, now: float) -> tuple[str, ...]:
+        live = {holder for holder, _, seen, duration in self.leases.values() if now - seen < duration}
+        return tuple(sorted((live | self.ready) - {self.me}))
 
     def valid_through(self) -> float:
         return self.valid_until
 
     def view(self, now: float) -> View:
         valid = now < self.valid_until
-        alive = {holder for holder, (_, seen, duration) in self.leases.items() if now - seen < duration}
+        alive = {holder for holder, _, seen, duration in self.leases.values() if now - seen < duration}
         alive |= self.recently_heard(now)  # a newcomer's claim counts before its Lease is listed here
         alive.discard(self.me)
         leaving = self.said_leaving()
@@ -107,27 +110,39 @@ class LeasePeers(Membership):
         return {"apiVersion": LEASES.api_version, "kind": LEASES.kind, "metadata": meta, "spec": spec}
 
     async def refresh(self, now: float) -> None:
-        """List the group's Leases and the peer Service's endpoints."""
+        """List the group's Leases and the peer Service's endpoints; delete Leases long dead."""
         assert self.api is not None
         items, _ = await self.api.list(LEASES, self.namespace, labels=f"{GROUP_LABEL}={self.service}")
         self.leases = self.observe(items, now)
+        await self.collect_dead(now)
         slices, _ = await self.api.list(ENDPOINT_SLICES, self.namespace,
                                         labels=f"kubernetes.io/service-name={self.service}")
         self.ready = frozenset(ready_endpoints(slices))
 
-    def observe(self, items: Iterable[Obj], now: float) -> dict[str, tuple[object, float, float]]:
-        """Each holder's Lease record and when this router first saw that record (a renewal changes it)."""
-        leases: dict[str, tuple[object, float, float]] = {}
+    async def collect_dead(self, now: float) -> None:
+        """Pods come and go with new names: a Lease unrenewed for `dead_after` times its duration is deleted
+        (by whichever router sees it so first). Its holder stopped using slots long before."""
+        assert self.api is not None
+        for name, (holder, _, seen, duration) in list(self.leases.items()):
+            if name != self.lease_name and now - seen > self.dead_after * duration:
+                with contextlib.suppress(NotFound):
+                    await self.api.delete(LEASES, self.namespace, name)
+                del self.leases[name]
+                logs.event("peers.lease_collected", lease=name, holder=holder)
+
+    def observe(self, items: Iterable[Obj], now: float) -> dict[str, tuple[str, object, float, float]]:
+        """By Lease name: its holder, its record, when this router first saw that record (a renewal changes
+        it) and its duration. By name, not holder: a new pod may reuse a dead one's address."""
+        leases: dict[str, tuple[str, object, float, float]] = {}
         for item in items:
-            spec = item.get("spec") or {}
+            spec, name = item.get("spec") or {}, (item.get("metadata") or {}).get("name")
             holder = spec.get("holderIdentity")
-            if not isinstance(holder, str) or not holder:
+            if not isinstance(holder, str) or not holder or not isinstance(name, str):
                 continue
-            record = (spec.get("renewTime"), item.get("metadata", {}).get("name"))
-            previous = self.leases.get(holder)
-            seen = previous[1] if previous is not None and previous[0] == record else now
-            duration = float(spec.get("leaseDurationSeconds") or self.timeout)
-            leases[holder] = (record, seen, duration)
+            record = (holder, spec.get("renewTime"))
+            previous = self.leases.get(name)
+            seen = previous[2] if previous is not None and previous[1] == record else now
+            leases[name] = (holder, record, seen, float(spec.get("leaseDurationSeconds") or self.timeout))
         return leases
 
     async def stop(self) -> None:

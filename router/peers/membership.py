@@ -96,7 +96,7 @@ class Membership:
     def said_leaving(self) -> frozenset[str]:
         return frozenset(p for p, h in self.heard_from.items() if h.leaving)
 
-    def contacts(self) -> tuple[str, ...]:
+    def contacts(self, now: float) -> tuple[str, ...]:
         """Whom to send state messages to."""
         raise NotImplementedError
 
@@ -123,7 +123,7 @@ class StaticPeers(Membership):
     peers: tuple[str, ...] = ()  # every router, this one included
     started: float = 0.0
 
-    def contacts(self) -> tuple[str, ...]:
+    def contacts(self, now: float = 0.0) -> tuple[str, ...]:
         return tuple(p for p in self.peers if p != self.me)
 
     def may_claim(self, peer: str) -> bool:
@@ -132,7 +132,7 @@ class StaticPeers(Membership):
     def view(self, now: float) -> View:
         heard = self.recently_heard(now)
         starting = now - self.started < self.timeout
-        alive = frozenset(p for p in self.contacts()
+        alive = frozenset(p for p in self.contacts(now)
                           if p in heard or (starting and p not in self.heard_from))
         leaving = self.said_leaving()
         members = {p for p in alive if p in heard and p not in leaving}

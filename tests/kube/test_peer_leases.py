@@ -31,10 +31,12 @@ def me(address: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def lease_peers(kubeconfig: Path, address: str, timeout: float = 2.0) -> AsyncIterator[LeasePeers]:
+async def lease_peers(kubeconfig: Path, address: str, timeout: float = 2.0,
+                      dead_after: float = 10.0) -> AsyncIterator[LeasePeers]:
     api = await KubeApi.connect(str(kubeconfig), request_timeout_s=1.0)
     peers = LeasePeers(me=me(address), timeout=timeout, api=api, namespace="default", service=SERVICE,
-                       lease_name=f"inference-router-peer-{address}", margin=0.5, renew_s=0.2)
+                       lease_name=f"inference-router-peer-{address}", margin=0.5, renew_s=0.2,
+                       dead_after=dead_after)
     task = asyncio.create_task(peers.run())
     peers.task = task  # type: ignore[attr-defined]
     try:
@@ -125,6 +127,25 @@ async def test_a_router_that_cannot_renew_stops_using_its_slots_before_its_lease
             assert time.monotonic() - cut <= 2.0 - 0.5 + 0.1
             assert one.view(now()).members == ()
         await until(lambda: one.view(now()).valid, timeout=5)
+
+
+@in_a_loop
+async def test_a_dead_routers_lease_is_deleted_after_a_while_and_its_address_may_be_reused(
+        api_server: FakeApiServer, kubeconfig: Path) -> None:
+    """A pod gone for good leaves its Lease behind; a new pod may get its address under a new name."""
+    seed_peer_service(api_server, ADDRESSES[:2])
+    api_server.create("leases", {
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "inference-router-peer-old-pod", "namespace": "default",
+                     "labels": {GROUP_LABEL: SERVICE}},
+        "spec": {"holderIdentity": me("10.0.0.2"), "leaseDurationSeconds": 1,
+                 "renewTime": "2020-01-01T00:00:00.000000Z"}})
+    async with lease_peers(kubeconfig, "10.0.0.1", dead_after=2.0) as one, lease_peers(kubeconfig, "10.0.0.2"):
+        await until(lambda: one.view(now()).members == (me("10.0.0.1"), me("10.0.0.2")), timeout=10)
+        names = {"inference-router-peer-10.0.0.1", "inference-router-peer-10.0.0.2"}
+        await until(lambda: {lease["metadata"]["name"] for lease in api_server.list("leases")["items"]} == names,
+                    timeout=10)
+        assert one.view(now()).members == (me("10.0.0.1"), me("10.0.0.2"))  # the new pod, alive all along
 
 
 def test_routers_in_a_cluster_agree_on_the_split(api_server: FakeApiServer, kubeconfig: Path,
