@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from router.peers.split import DeploymentSlots, per_replica, share
-from tests.routing import Config, RouterProcess, start_router, wait_until
+from tests.routing import Config, RouterProcess, Traffic, start_router, wait_until
 
 PEER_KEY = "peer-key-0123456789abcdef"
 TIMEOUT_S = 1.5
@@ -116,6 +116,10 @@ class PeerCluster:
                     total[deployment, url] = total.get((deployment, url), 0) + slots["held"]
         return total
 
+    def traffic(self, n: int, limit_s: float = 60) -> Traffic:
+        """Steady requests through router `n` (its own address, as a client behind that pod would)."""
+        return Traffic(self.routers[n], self.config.endpoint, self.config.key, limit_s=limit_s, host=loopback(n))
+
     def stop_all(self) -> None:
         for router in self.routers.values():
             with contextlib.suppress(Exception):
@@ -133,3 +137,8 @@ def peer_cluster(directory: Path, config: Config, **options: Any) -> Iterator[Pe
 
 def since(start: float) -> float:
     return time.monotonic() - start
+
+
+def peak_in_flight(model_url: str) -> int:
+    """The most requests a sample model has had at once: what a cap is checked against (never a router's count)."""
+    return int(httpx.get(f"{model_url}/stats", timeout=5).json()["peak_in_flight"])

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers import run_to_exit
-from tests.peers.cluster import PEER_KEY, PeerCluster, loopback, peer_cluster, since
+from tests.helpers import SampleModel, run_to_exit
+from tests.peers.cluster import PEER_KEY, PeerCluster, loopback, peak_in_flight, peer_cluster, since
 from tests.routing import Config, start_router, wait_until
 
 
@@ -138,3 +139,24 @@ def test_routers_started_together_agree_whatever_the_order(tmp_path: Path, confi
         took = routers.wait_agreed([1, 2, 3])
         wait_until(lambda: routers.agreed([1, 2, 3]), 1, "still agreed")
         assert took < PeerCluster.timeout + 5
+
+
+def test_under_load_a_router_killed_fails_no_request_on_the_others(
+        tmp_path: Path, sample_model_factory: Callable[..., SampleModel]) -> None:
+    """Load through two routers while the third is killed: their clients see no failure. (Until the data
+    plane uses the split, each router still admits up to the cap alone: the peaks are not asserted on.)"""
+    models: list[SampleModel] = [sample_model_factory("--latency-ms", "20") for _ in range(2)]
+    config = Config().deployment("blue", [m.url for m in models], weight=100, concurrency=4, queue_wait_ms=5000)
+    with peer_cluster(tmp_path, config) as routers:
+        for n in (1, 2, 3):
+            routers.start(n)
+        routers.wait_agreed([1, 2, 3])
+        with routers.traffic(1) as one, routers.traffic(2) as two:
+            one.wait_for(lambda name: True, time.monotonic())
+            routers.routers[3].process.proc.kill()
+            routers.wait_agreed([1, 2], timeout=routers.timeout + 5)
+            settled = time.monotonic()
+            two.wait_for(lambda name: True, settled)
+        assert one.failures == [] and two.failures == []
+        assert len(one.answers) > 10 and len(two.answers) > 10
+        assert all(peak_in_flight(m.url) >= 1 for m in models)
