@@ -207,4 +207,5 @@ class PeerGroup:
 
     async def close(self) -> None:
         await self.client.close()
+        await self.membership.close()
 

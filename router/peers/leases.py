@@ -47,6 +47,8 @@ class LeasePeers(Membership):
     warm_at: float = math.inf  # a member only once every older router has surely seen its Lease
     leases: dict[str, tuple[str, object, float, float]] = field(default_factory=dict)  # see observe()
     ready: frozenset[str] = frozenset()  # the peer Service's ready endpoints, as identities
+    stopped: bool = False
+    _renewing: asyncio.Lock = field(default_factory=asyncio.Lock)
     dead_after: float = 10.0  # Lease durations without a renewal before a dead router's Lease is deleted
 
     @classmethod
@@ -78,7 +80,10 @@ class LeasePeers(Membership):
         loop = asyncio.get_running_loop()
         while True:
             try:
-                await self.renew(loop.time())
+                async with self._renewing:  # never under way while stop() deletes the Lease, never after
+                    if self.stopped:
+                        return
+                    await self.renew(loop.time())
                 await self.refresh(loop.time())
             except Exception as exc:  # KubeError, or an object it cannot read: the Lease runs out on its own
                 logs.event("peers.lease_failed", level=logging.WARNING, lease=self.lease_name, error=describe(exc))
@@ -149,13 +154,18 @@ class LeasePeers(Membership):
         """Delete this router's Lease: the others forget it at once instead of waiting it out."""
         if self.api is None:
             return
-        self.valid_until = 0.0
-        try:
-            await self.api.delete(LEASES, self.namespace, self.lease_name)
-        except NotFound:
-            pass
-        except KubeError as exc:
-            logs.event("peers.lease_release_failed", level=logging.WARNING, error=str(exc))
+        async with self._renewing:
+            self.stopped, self.valid_until = True, 0.0
+            try:
+                await self.api.delete(LEASES, self.namespace, self.lease_name)
+            except NotFound:
+                pass
+            except KubeError as exc:
+                logs.event("peers.lease_release_failed", level=logging.WARNING, error=str(exc))
+
+    async def close(self) -> None:
+        if self.api is not None:
+            await self.api.close()
 
 
 def ready_endpoints(slices: Iterable[Obj]) -> set[str]:

@@ -117,6 +117,9 @@ class Membership:
     async def stop(self) -> None:
         """This router is leaving for good: tell the cluster (its Lease goes)."""
 
+    async def close(self) -> None:
+        """Release what the membership holds open (a connection to the API server)."""
+
 
 @dataclass
 class StaticPeers(Membership):

@@ -44,7 +44,7 @@ async def lease_peers(kubeconfig: Path, address: str, timeout: float = 2.0,
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await api.close()
+        await peers.close()
 
 
 def seed_peer_service(api_server: FakeApiServer, addresses: list[str], *, not_ready: tuple[str, ...] = ()) -> None:
@@ -105,13 +105,14 @@ async def test_a_router_that_stops_deletes_its_lease_and_is_forgotten_at_once(ap
     seed_peer_service(api_server, ADDRESSES[:2])
     async with lease_peers(kubeconfig, "10.0.0.1") as one, lease_peers(kubeconfig, "10.0.0.2") as two:
         await until(lambda: one.view(now()).members == (me("10.0.0.1"), me("10.0.0.2")), timeout=10)
-        two.task.cancel()  # type: ignore[attr-defined]
-        await two.stop()
+        await two.stop()  # while its renewal loop still runs, as in a draining router
         assert not two.view(now()).valid
         took = await until(lambda: me("10.0.0.2") not in one.view(now()).alive, timeout=5)
         assert took < 1.0  # the next list, not the Lease's duration
+        await asyncio.sleep(1.0)  # five renewal periods: the loop must not bring the Lease back
         assert [lease["metadata"]["name"] for lease in api_server.list("leases", "default")["items"]] == [
             "inference-router-peer-10.0.0.1"]
+        assert me("10.0.0.2") not in one.view(now()).alive
 
 
 @in_a_loop
