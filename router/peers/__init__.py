@@ -38,6 +38,9 @@ deployment and the queue and request budgets left; the answer, the model's or th
 
 The data plane's part (the integration step): a replica's cap at this router is
 `PeerGroup.usable[(deployment, url)]` (pushed through `on_usable` when it changes), valid until
-`PeerGroup.usable_until`; `in_use` reports its requests per replica so that slots are let go only
-when free; a request with no own free slot asks `forward_target`.
+`PeerGroup.usable_until`; `in_use` reports its requests per replica (those on replicas that left
+the table included) so that slots are let go only when free; a request with no own free slot asks
+`forward_target`. A router whose Lease lapses must also end the requests it still has running
+before the Lease can expire in the others' eyes (`usable_until` leaves a margin for that), or the
+others' new requests would join them on the replica.
 """

@@ -15,7 +15,9 @@ whatever their membership views:
    and the slot is still pending when the last answer is in (a peer's claim that won a tie
    meanwhile removed it).
 
-Why that is exclusive: of two routers that want a slot, at least one asks the other, or
+Why that is exclusive: of two routers that want a slot, at least one asks the other (the
+membership sees to it: `--peers` lists every router, and a router joins the Lease split only
+once every older router has seen its Lease; a claim also makes its sender known), or
 both ask a third, which promises the slot to only one of them until that one's later state
 message shows it neither holds nor wants it (messages are numbered, so an old one clears
 nothing). A router whose lease has expired holds nothing (`lapse`): the others may then
