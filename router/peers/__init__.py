@@ -26,7 +26,7 @@ once. Crash: the others wait for its lease to expire (`--peer-timeout`), forget 
 
 Membership (`membership`, `leases`): with `--peers`, heartbeats (the state messages) over the peer
 port: a crash is safe, but a partition is not told apart from a crash, so after `--peer-timeout`
-each side may take the other's share and a replica both sides reach may get up to twice its cap.
+each side may take the other's share and a replica every side reaches may get its cap from each.
 With `--peer-service` (a cluster), a Lease per router decides: a router cut off from the API server
 stops using its slots before its Lease can expire, and one cut off only from its peers keeps its
 Lease, its share and nothing more (handovers with it wait): a partition never over-admits.
