@@ -160,3 +160,16 @@ def test_under_load_a_router_killed_fails_no_request_on_the_others(
         assert one.failures == [] and two.failures == []
         assert len(one.answers) > 10 and len(two.answers) > 10
         assert all(peak_in_flight(m.url) >= 1 for m in models)
+
+
+def test_a_replica_added_and_a_cap_changed_are_split_again(tmp_path: Path, config: Config) -> None:
+    with peer_cluster(tmp_path, config) as routers:
+        for n in (1, 2, 3):
+            routers.start(n)
+        routers.wait_agreed([1, 2, 3])
+        config.deployment("blue", ["http://127.0.0.1:5001", "http://127.0.0.1:5002", "http://127.0.0.1:5004"],
+                          weight=100, concurrency=3)
+        for router in routers.routers.values():  # each router's own file, as each pod its own mount
+            router.write_config(config.yaml())
+        routers.wait_agreed([1, 2, 3])
+        assert sum(routers.held([1, 2, 3]).values()) == 3 * 3 + 3
