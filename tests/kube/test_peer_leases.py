@@ -17,7 +17,7 @@ import pytest
 
 from router.discovery.kubernetes.api import KubeApi
 from router.peers.leases import GROUP_LABEL, LeasePeers
-from tests.kube.cluster import endpoint_slice, seed_demo, start_kube_router, until
+from tests.kube.cluster import KubeRouter, endpoint_slice, seed_demo, start_kube_router, until
 from tests.kube.fake_apiserver import FakeApiServer
 from tests.peers.cluster import PEER_KEY, free_port_on
 from tests.routing import wait_until
@@ -149,37 +149,69 @@ async def test_a_dead_routers_lease_is_deleted_after_a_while_and_its_address_may
         assert one.view(now()).members == (me("10.0.0.1"), me("10.0.0.2"))  # the new pod, alive all along
 
 
-def test_routers_in_a_cluster_agree_on_the_split(api_server: FakeApiServer, kubeconfig: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two router processes with --kubernetes --peer-service, as two pods (127.0.0.1 and 127.0.0.2)."""
+def start_pods(api_server: FakeApiServer, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch,
+               addresses: list[str]) -> tuple[int, list[KubeRouter]]:
+    """Router processes with --kubernetes --peer-service, as pods on `addresses` with one peer port."""
     seed_demo(api_server, "primary-key-0123456789", port=5001)
-    port = free_port_on(["127.0.0.1", "127.0.0.2"])
-    for n, address in enumerate(["127.0.0.1", "127.0.0.2"]):
+    port = free_port_on(addresses)
+    for n, address in enumerate(addresses):
         api_server.create("endpointslices", endpoint_slice(f"{SERVICE}-{n}", SERVICE, port, address=address,
                                                            port_name="peer"))
+    monkeypatch.setenv("ROUTER_PEER_KEY", PEER_KEY)
     routers = []
+    for address in addresses:
+        monkeypatch.setenv("POD_NAME", f"router-{address}")  # each pod its own Lease
+        routers.append(start_kube_router(kubeconfig, "--peer-service", SERVICE, "--peer-port", str(port),
+                                         "--peer-timeout", "3", "--host", address))
+    return port, routers
+
+
+def view(address: str, port: int) -> dict[str, Any]:
+    answer: dict[str, Any] = httpx.get(f"http://{address}:{port}/peer/v1/view", timeout=5,
+                                       headers={"authorization": f"Bearer {PEER_KEY}"}).json()
+    return answer
+
+
+def blue_slots(address: str, port: int) -> dict[str, int]:
+    """Its slots on the one replica of blue (none before its first sync)."""
+    replicas = view(address, port)["slots"].get("default/blue", {})
+    slots: dict[str, int] = replicas.get("http://127.0.0.1:5001", {"owned": 0, "held": 0})
+    return slots
+
+
+def test_routers_in_a_cluster_agree_on_the_split(api_server: FakeApiServer, kubeconfig: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two router processes as two pods (127.0.0.1 and 127.0.0.2); one stops, its Lease goes with it."""
+    addresses = ["127.0.0.1", "127.0.0.2"]
+    port, routers = start_pods(api_server, kubeconfig, monkeypatch, addresses)
     try:
-        monkeypatch.setenv("ROUTER_PEER_KEY", PEER_KEY)
-        for address in ("127.0.0.1", "127.0.0.2"):
-            monkeypatch.setenv("POD_NAME", f"router-{address}")  # each pod its own Lease
-            router = start_kube_router(kubeconfig, "--peer-service", SERVICE, "--peer-port", str(port),
-                                       "--peer-timeout", "3", "--host", address)
-            routers.append(router)
-
-        def views() -> list[dict[str, object]]:
-            return [httpx.get(f"http://{address}:{port}/peer/v1/view", timeout=5,
-                              headers={"authorization": f"Bearer {PEER_KEY}"}).json()
-                    for address in ("127.0.0.1", "127.0.0.2")]
-
-        members = [f"127.0.0.1:{port}", f"127.0.0.2:{port}"]
-        wait_until(lambda: all(v["members"] == members and v["valid"] for v in views()), 20, "both are members")
-        slots = [v["slots"]["default/blue"]["http://127.0.0.1:5001"] for v in views()]  # type: ignore[index]
-        wait_until(lambda: sum(v["slots"]["default/blue"]["http://127.0.0.1:5001"]["held"]  # type: ignore[index]
-                               for v in views()) == 8, 10, "all 8 slots held")
-        assert [s["owned"] for s in slots] == [4, 4]
+        members = [f"{a}:{port}" for a in addresses]
+        wait_until(lambda: all(view(a, port)["members"] == members and view(a, port)["valid"] for a in addresses),
+                   20, "both are members")
+        wait_until(lambda: sum(blue_slots(a, port)["held"] for a in addresses) == 8, 10, "all 8 slots held")
+        assert [blue_slots(a, port)["owned"] for a in addresses] == [4, 4]
         assert routers[1].stop() == 0
         leases = api_server.list("leases", "default", {"labelSelector": f"{GROUP_LABEL}={SERVICE}"})["items"]
         assert [lease["spec"]["holderIdentity"] for lease in leases] == [f"127.0.0.1:{port}"]
+        wait_until(lambda: blue_slots("127.0.0.1", port)["held"] == 8, 5, "the survivor holds every slot")
+    finally:
+        for router in routers:
+            router.stop()
+
+
+def test_a_pod_killed_in_a_cluster_loses_its_share_when_its_lease_expires(
+        api_server: FakeApiServer, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    addresses = ["127.0.0.1", "127.0.0.2"]
+    port, routers = start_pods(api_server, kubeconfig, monkeypatch, addresses)
+    try:
+        wait_until(lambda: sum(blue_slots(a, port)["held"] for a in addresses) == 8, 25, "all 8 slots held")
+        routers[1].process.proc.kill()  # SIGKILL: its Lease stays, unrenewed
+        killed = time.monotonic()
+        wait_until(lambda: blue_slots("127.0.0.1", port)["held"] == 8, 10, "the survivor holds every slot")
+        # its Lease lasts 3 s from its last renewal, which came at most one period (2 s) before the kill
+        assert time.monotonic() - killed >= 3 - 2 - 0.1
+        names = [lease["metadata"]["name"] for lease in api_server.list("leases", "default")["items"]]
+        assert "inference-router-peer-router-127.0.0.2" in names  # nobody deleted it: it expired
     finally:
         for router in routers:
             router.stop()
