@@ -151,7 +151,8 @@ class RouterServer:
         from router.peers.channel import build_peer_app
         from router.peers.start import open_group, peer_key
 
-        source_settings = getattr(self.source, "settings", None)  # a cluster source's
+        # a cluster source's settings (checked by attribute: an isinstance would load the kubernetes client)
+        source_settings = getattr(self.source, "settings", None)
         self.peers = await open_group(settings, self._in_use, kubeconfig=getattr(source_settings, "kubeconfig", None),
                                       namespace=getattr(source_settings, "namespace", None),
                                       cluster=source_settings is not None)
@@ -232,8 +233,11 @@ class RouterServer:
         if self.peers is not None:
             await self.peers.leave(timeout=self.settings.peer_timeout)
         admin.should_exit = True
+        if peer_port is not None:  # it too ends its connections itself
+            peer_port[0].should_exit = True
         for task in tasks[1:]:
-            task.cancel()
+            if task.get_name() != "peer-server":
+                task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.peers is not None:
             await self.peers.close()
