@@ -72,6 +72,7 @@ def parse_peers(text: str) -> tuple[str, ...]:
 @dataclass
 class _Heard:
     at: float
+    seq: int
     leaving: bool = False
     gone: bool = False  # left: leaving, and holds nothing any more
 
@@ -86,9 +87,14 @@ class Membership:
     heard_from: dict[str, _Heard] = field(default_factory=dict)
 
     def heard(self, state: PeerState, now: float) -> None:
-        if state.member != self.me:
-            gone = state.leaving and not state.held and not state.pending
-            self.heard_from[state.member] = _Heard(now, state.leaving, gone)
+        if state.member == self.me:
+            return
+        last = self.heard_from.get(state.member)
+        if last is not None and state.seq < last.seq:  # overtaken by a newer message: only a sign of life
+            last.at = now
+            return
+        gone = state.leaving and not state.held and not state.pending
+        self.heard_from[state.member] = _Heard(now, state.seq, state.leaving, gone)
 
     def recently_heard(self, now: float) -> set[str]:
         return {p for p, h in self.heard_from.items() if now - h.at < self.timeout and not h.gone}

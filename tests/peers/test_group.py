@@ -40,3 +40,13 @@ def test_a_router_outside_the_static_list_may_not_claim() -> None:
         assert g.on_claim(PEERS[1], 1, frozenset({slot})) == {slot}
         await g.close()
     asyncio.run(main())
+
+
+def test_a_late_message_does_not_undo_a_newer_one() -> None:
+    membership = StaticPeers(me=PEERS[0], timeout=5.0, peers=PEERS[:2])
+    membership.heard(PeerState(PEERS[1], 20), now=1.0)  # a new incarnation, holding slots
+    membership.heard(PeerState(PEERS[1], 10, leaving=True), now=1.1)  # its old self's farewell, late
+    view = membership.view(2.0)
+    assert PEERS[1] in view.alive and PEERS[1] in view.members and not view.leaving
+    membership.heard(PeerState(PEERS[1], 21, leaving=True), now=2.5)  # now it really leaves, holding nothing
+    assert PEERS[1] not in membership.view(3.0).alive
