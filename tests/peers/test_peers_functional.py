@@ -65,7 +65,8 @@ def test_a_router_killed_loses_its_share_to_the_others_only_after_the_timeout(tm
             time.sleep(0.05)
         routers.wait_agreed([1, 2], timeout=routers.timeout + 5)
         took = since(killed)
-        assert routers.timeout - 0.4 <= took <= routers.timeout + 5, took
+        # a timeout after the last heartbeat heard, which may have come a beat or two before the kill
+        assert 0.6 * routers.timeout <= took <= routers.timeout + 5, took
         assert sum(routers.held([1, 2]).values()) == 7
 
 
