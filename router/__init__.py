@@ -19,11 +19,14 @@ A request's path through the package, top to bottom:
 - `tls` checks certificate pairs (with `cryptography`, only there), builds the
   hardened server context, and rotates it for new handshakes when the files or the
   Secret change; `tls.certs` is the `certs` command's tooling.
+- `peers` lets several routers act as one: each replica's slots split among them by
+  sorted identity and handed over through an authenticated peer port, membership by
+  heartbeats (`--peers`) or one Kubernetes Lease per router (`--peer-service`).
 - `metrics` (the only user of `prometheus_client`), `access_log` and `tracing` hold
   what the router reports; `front.telemetry` feeds them once per finished request,
   cheaply, and formats, writes and exports off the request path.
 
 Lower layers never import higher ones:
-cli → server → {front, admin} → proxy → {discovery, balancing, tls, metrics, access_log, tracing}
+cli → server → {front, admin, peers} → proxy → {discovery, balancing, tls, metrics, access_log, tracing}
 → {model, errors, settings}.
 """

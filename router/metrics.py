@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
@@ -279,3 +280,22 @@ def synced(timestamp: float | None = None) -> None:
 def set_certificate_expiry(timestamp: float) -> None:
     """The certificate now served expires at `timestamp` (Unix time); call at start and on each rotation."""
     _CERTIFICATE.expiry = timestamp
+
+
+@functools.cache
+def _peer_gauges() -> tuple[Gauge, Gauge]:
+    """Registered on first use: a router without peers exports no peer families at all."""
+    return (Gauge(PREFIX + "peers", "Other routers this one may share slots with, by state: member (in the "
+                  "split), joining (alive, not in the split yet), leaving (draining)", ["state"], registry=REGISTRY),
+            Gauge(PREFIX + "peer_owned_slots", "Replica slots this router may start requests on, by deployment "
+                  "(several routers: its share of the deployment's slots)", ["deployment"], registry=REGISTRY))
+
+
+def peers(states: Mapping[str, int], owned_slots: Mapping[str, int]) -> None:
+    """The peer group's view, after each of its ticks (with --peers or --peer-service only)."""
+    by_state, owned = _peer_gauges()
+    for state, count in states.items():
+        by_state.labels(state).set(count)
+    owned.clear()
+    for deployment, count in owned_slots.items():
+        owned.labels(deployment).set(count)

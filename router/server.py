@@ -16,14 +16,15 @@ import gc
 import signal
 import socket
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import uvicorn
 
 from router import logs, metrics, tokens
 from router.admin import build_admin_app
 from router.balancing.admission import Policy
-from router.balancing.table import RoutingTable
+from router.balancing.replicas import Replica
+from router.balancing.table import ReplicaKey, RoutingTable
 from router.discovery.file import FileSource
 from router.discovery.source import ServiceReplicas, Source
 from router.errors import BadRequest, ConfigError
@@ -32,9 +33,13 @@ from router.front.limits import ClientLimits
 from router.front.scoring import authorize
 from router.front.telemetry import Telemetry
 from router.model import Resources
+from router.peers.split import DeploymentSlots
 from router.proxy.upstream import ConnectionPool
 from router.settings import RouterSettings
 from router.tls import HANDSHAKE_TIMEOUT, CertificateWatch, SecretFeed, WatchedSecret
+
+if TYPE_CHECKING:
+    from router.peers.group import PeerGroup
 
 
 class _AdminServer(uvicorn.Server):
@@ -64,6 +69,8 @@ class RouterServer:
         self.ready = False
         self.plane: DataPlane | None = None
         self.ports: dict[str, int] = {}
+        self.peers: PeerGroup | None = None  # with --peers or --peer-service: the slots shared with other routers
+        self._retired: dict[ReplicaKey, Replica] = {}  # replicas gone from the table, requests maybe still on them
         self.started = asyncio.Event()
         self._stop = asyncio.Event()
 
@@ -81,7 +88,13 @@ class RouterServer:
         for replica in table.added:
             replica.pool = ConnectionPool(replica.host, replica.port,
                                           idle_timeout=self.settings.upstream_idle_timeout)
+        if self.peers is not None:  # requests still on replicas that left hold their slots until they end
+            self._retired.update((k, r) for k, r in self.plane.table.replicas.items() if k not in table.replicas)
         self.plane.table = table
+        if self.peers is not None:
+            self.peers.update_capacity({"/".join(key): DeploymentSlots(tuple(r.url for r in balancer.replicas),
+                                                                        balancer.capacity)
+                                        for key, balancer in table.balancers.items()})
         if self.source.synced:  # a real state, not the empty one a cluster source starts from
             metrics.synced()
         for replica in table.removed:
@@ -113,7 +126,40 @@ class RouterServer:
         if self.plane is None:
             return {}
         now = self.plane.loop.time()
-        return {"/".join(key): balancer.state(now) for key, balancer in self.plane.table.balancers.items()}
+        state: dict[str, object] = {"/".join(key): balancer.state(now)
+                                    for key, balancer in self.plane.table.balancers.items()}
+        if self.peers is not None:  # "peers" cannot name a deployment: those are namespace/name
+            state["peers"] = self.peers.debug()
+        return state
+
+    def _in_use(self) -> dict[tuple[str, str], int]:
+        """Requests in flight per (deployment, replica URL): the slots a router cannot let go of yet."""
+        assert self.plane is not None
+        for key in [key for key, replica in self._retired.items() if replica.in_flight == 0]:
+            del self._retired[key]
+        in_use: dict[tuple[str, str], int] = {}
+        for (namespace, name, url), replica in (*self._retired.items(), *self.plane.table.replicas.items()):
+            place = (f"{namespace}/{name}", url)
+            in_use[place] = in_use.get(place, 0) + replica.in_flight
+        return in_use
+
+    async def _open_peers(self) -> tuple[uvicorn.Server, socket.socket] | None:
+        settings = self.settings
+        if not settings.peers and not settings.peer_service:
+            return None
+        # imported here: one router alone loads none of it (and no HTTP client)
+        from router.peers.channel import build_peer_app
+        from router.peers.start import open_group, peer_key
+
+        # a cluster source's settings (checked by attribute: an isinstance would load the kubernetes client)
+        source_settings = getattr(self.source, "settings", None)
+        # the Leases live in the router's own namespace (the pod's), never the watched one
+        self.peers = await open_group(settings, self._in_use, kubeconfig=getattr(source_settings, "kubeconfig", None),
+                                      cluster=source_settings is not None)
+        sock = bind(settings.host, settings.peer_port)
+        self.ports["peer_port"] = sock.getsockname()[1]
+        app = build_peer_app(self.peers, peer_key(settings))
+        return _AdminServer(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")), sock
 
     async def run(self) -> int:
         settings, loop = self.settings, asyncio.get_running_loop()
@@ -127,6 +173,7 @@ class RouterServer:
             tls = await WatchedSecret.from_settings(settings, feed)
         telemetry = Telemetry.from_settings(settings)
         self.plane = DataPlane(RoutingTable(), ClientLimits.from_settings(settings), telemetry=telemetry)
+        peer_port = await self._open_peers()
         self.apply(resources)
 
         listeners: list[asyncio.Server] = []
@@ -167,6 +214,10 @@ class RouterServer:
         ]
         if tls is not None:
             tasks.append(loop.create_task(tls.run(), name="tls-watch"))
+        if peer_port is not None and self.peers is not None:
+            peer_server, peer_sock = peer_port
+            tasks.append(loop.create_task(peer_server.serve(sockets=[peer_sock]), name="peer-server"))
+            tasks.append(loop.create_task(self.peers.run(), name="peers"))
         # Everything allocated so far lives as long as the process: keep it out of the
         # collector's scans, and collect the young generation less often (fewer pauses).
         gc.collect()
@@ -176,11 +227,20 @@ class RouterServer:
         logs.event("listening", host=settings.host, admin_host=settings.admin_host, **self.ports)
         self.started.set()
         await self._stop.wait()
+        if self.peers is not None:  # the others take this router's share as its requests end
+            self.peers.begin_leaving()
         await self._drain(listeners)
+        if self.peers is not None:
+            await self.peers.leave(timeout=self.settings.peer_timeout)
         admin.should_exit = True
+        if peer_port is not None:  # it too ends its connections itself
+            peer_port[0].should_exit = True
         for task in tasks[1:]:
-            task.cancel()
+            if task.get_name() != "peer-server":
+                task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.peers is not None:
+            await self.peers.close()
         telemetry.close()
         logs.event("stopped")
         return 0

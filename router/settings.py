@@ -178,10 +178,26 @@ class RouterSettings:
         "extra", group="observability", accepts=one_of("off", "otlp", "console"))
     debug_endpoints: bool = setting(False, "serve /debug/deployments on the admin port: replica addresses "
                                     "and load, for whoever reaches that port", group="observability")
+    # peers and workers
+    peers: str = setting("", "every router's peer address HOST:PORT, comma-separated, this one included: the "
+                         "routers share each replica's slots (heartbeats; local mode, VMs)", group="peers and workers")
+    peer_service: str = setting("", "in a cluster: the Service whose ready endpoints (port named peer) are the "
+                                "routers sharing slots; membership by one Lease per router", group="peers and workers")
+    peer_port: int = setting(9091, "the port routers call each other on, bound on --host (never public)",
+                             group="peers and workers", accepts=_PORT)
+    peer_key: str | None = setting(None, "the peers' shared key (prefer the variable, or --peer-key-file: a flag "
+                                   "shows in ps)", group="peers and workers", repr=False)
+    peer_key_file: str | None = setting(None, "a file holding the peers' shared key", group="peers and workers")
+    peer_timeout: float = setting(5.0, "a router not heard from (its Lease not renewed) for this long has left: "
+                                  "the others take its share", group="peers and workers", unit="s")
 
     @property
     def admin_hosts(self) -> tuple[str, ...]:
         return tuple(host.strip() for host in self.admin_host.split(",") if host.strip())
+
+    @property
+    def peer_addresses(self) -> tuple[str, ...]:
+        return tuple(entry.strip() for entry in self.peers.split(",") if entry.strip())
 
     @property
     def tls_configured(self) -> bool:
@@ -209,8 +225,33 @@ class RouterSettings:
             problems.append("--proxy-protocol: needs --trusted-proxies (ROUTER_TRUSTED_PROXIES), the load "
                             "balancers' addresses or networks: a PROXY header from anyone else would let "
                             "them choose their own client address")
+        problems += self._peer_problems()
         if problems:
             raise ConfigError(problems)
+
+    def _peer_problems(self) -> list[str]:
+        if not self.peers and not self.peer_service:
+            return []
+        if self.peers and self.peer_service:
+            return ["--peers and --peer-service are two ways to find the other routers: set one of them"]
+        problems = [f"--peers: {entry!r} is not HOST:PORT" for entry in self.peer_addresses
+                    if not _host_port(entry)]
+        if not self.peer_key and not self.peer_key_file:
+            problems.append("--peer-key: routers that share slots need a shared key: set ROUTER_PEER_KEY or "
+                            "--peer-key-file")
+        if self.peer_key and self.peer_key_file:
+            problems.append("--peer-key and --peer-key-file are two sources of the peers' key: set one of them")
+        if self.peer_key is not None and len(self.peer_key.strip()) < 16:
+            problems.append("--peer-key: must be at least 16 characters (openssl rand -base64 24 makes one)")
+        shortest = 3.0 if self.peer_service else 0.5  # a Lease is renewed every 2 s: it must outlast that
+        if not self.peer_timeout >= shortest:
+            problems.append(f"--peer-timeout: must be at least {shortest:g} s, got {self.peer_timeout}")
+        return problems
+
+
+def _host_port(entry: str) -> bool:
+    host, _, port = entry.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) <= 65535
 
 
 _KINDS: dict[str, type] = {"bool": bool, "int": int, "float": float, "str": str}

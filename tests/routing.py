@@ -157,8 +157,8 @@ class HasPort(Protocol):
 class Traffic:
     """Steady keep-alive requests to one endpoint in a thread, bounded in time; every answer is kept."""
 
-    def __init__(self, router: HasPort, endpoint: str, key: str, limit_s: float = 80) -> None:
-        self.router, self.endpoint, self.key = router, endpoint, key
+    def __init__(self, router: HasPort, endpoint: str, key: str, limit_s: float = 80, host: str = "127.0.0.1") -> None:
+        self.router, self.endpoint, self.key, self.host = router, endpoint, key, host
         self.answers: list[tuple[float, int, str]] = []  # time, status, model name
         self.failures: list[str] = []
         self._stop = threading.Event()
@@ -176,7 +176,7 @@ class Traffic:
     def _run(self) -> None:
         headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
         path = f"/api/v1/endpoint/{self.endpoint}/score"
-        conn = http.client.HTTPConnection("127.0.0.1", self.router.port, timeout=10)
+        conn = http.client.HTTPConnection(self.host, self.router.port, timeout=10)
         while not self._stop.is_set() and time.monotonic() < self._deadline:
             try:
                 conn.request("POST", path, body=b"{}", headers=headers)
@@ -185,7 +185,7 @@ class Traffic:
             except (OSError, http.client.HTTPException) as exc:
                 self.failures.append(repr(exc))
                 conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", self.router.port, timeout=10)
+                conn = http.client.HTTPConnection(self.host, self.router.port, timeout=10)
                 continue
             name = body.split(b'"name": "', 1)[-1].split(b'"', 1)[0].decode()
             self.answers.append((time.monotonic(), response.status, name))

@@ -45,6 +45,7 @@ LAYERS: dict[str, tuple[str, ...]] = {  # files (relative to router/) → module
     "tracing.py": (*TOP, "router.front", "router.proxy", "router.admin"),
     "front": TOP,
     "admin.py": TOP,
+    "peers": (*TOP, "router.front", "router.proxy", "router.admin", "router.balancing"),
 }
 
 

@@ -93,7 +93,7 @@ def test_each_combination_renders_valid_objects_that_do_what_was_asked(
     pod = objects[("Deployment", NAME)]["spec"]["template"]["spec"]
     router = container(objects)
     assert {p["name"]: p["containerPort"] for p in router["ports"]} == \
-        {"admin": 9090, **({"http": 8080} if tls == "insecure" else {"https": 8443})}
+        {"admin": 9090, **({"http": 8080} if tls == "insecure" else {"https": 8443}), **({"peer": 9091} if ha else {})}
     env = {e["name"]: e["value"] for e in router["env"] if "value" in e}
     if tls == "insecure":
         assert "ROUTER_SSL_SECRET" not in env and env["ROUTER_ALLOW_INSECURE_CONNECTIONS"] == "true"
@@ -102,7 +102,7 @@ def test_each_combination_renders_valid_objects_that_do_what_was_asked(
         # tls.crt/tls.key): no volume lists some of its keys and leaves the pod stuck without the others
         secret_name = "router-cert" if tls == "secret" else f"{NAME}-tls"
         assert env["ROUTER_SSL_SECRET"] == secret_name and "ROUTER_SSL_CERT_PEM_FILE" not in env
-        assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+        assert [v["name"] for v in pod["volumes"]] == ["tmp", *(["peer-key"] if ha else [])]
         assert env["ROUTER_SSL_CNAME"] == "scoring.example.com"
         assert (("Secret", f"{NAME}-tls") in objects) == (tls == "pem")
         (own,) = [r for r in objects[("Role", f"{NAME}-self")]["rules"] if r["resources"] == ["secrets"]]

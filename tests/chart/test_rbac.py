@@ -17,6 +17,7 @@ from tests.chart.render import NAME, NAMESPACE, Manifests, render
 from tests.helpers import SampleModel, start_process
 from tests.kube.cluster import deployment, endpoint, endpoint_slice, secret, wait_until
 from tests.kube.fake_apiserver import FakeApiServer, Request
+from tests.peers.cluster import free_port_on
 from tests.tls.pki import CNAME, new_pki
 
 KEY = "key-rbac-0123456789"
@@ -69,6 +70,10 @@ def run_router(objects: Manifests, api_server: FakeApiServer, kubeconfig: Path, 
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}  # not the pod's IP (valueFrom)
     env.update(ROUTER_HOST="127.0.0.1", ROUTER_ADMIN_HOST="127.0.0.1", ROUTER_PORT="0", ROUTER_TLS_PORT="0",
                ROUTER_ADMIN_PORT="0", ROUTER_DRAIN_DELAY="0", ROUTER_DRAIN_TIMEOUT="5")
+    if "ROUTER_PEER_KEY_FILE" in env:  # HA: the peers' key from the chart's Secret, the peer port a free one
+        key_file = kubeconfig.parent / "peer-key"
+        key_file.write_text("peer-key-0123456789abcdef\n")
+        env.update(ROUTER_PEER_KEY_FILE=str(key_file), ROUTER_PEER_PORT=str(free_port_on(["127.0.0.1"])))
     api_server.create("secrets", tls_secret)
     api_server.create("secrets", secret("demo-keys", namespace=where, primaryKey=KEY))
     api_server.create("onlineendpoints", endpoint("demo", {"blue": 100}, namespace=where))

@@ -209,6 +209,9 @@ class KubeApi:
         """PUT: a Conflict when `body.metadata.resourceVersion` is no longer the object's."""
         return await self._json("PUT", kind.path(namespace, name), body=body)
 
+    async def delete(self, kind: Kind, namespace: str, name: str) -> Obj:
+        return await self._json("DELETE", kind.path(namespace, name))
+
     async def patch_status(self, kind: Kind, namespace: str, name: str, status: Obj) -> Obj:
         """A JSON merge patch of the status subresource (custom resources take no strategic merge)."""
         return await self._json("PATCH", kind.path(namespace, name, "status"), body={"status": status},
