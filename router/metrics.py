@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
@@ -243,6 +244,11 @@ _STATUS_WRITE_FAILURES = Counter(PREFIX + "discovery_status_write_failures", "St
 _LAST_SYNC = Gauge(PREFIX + "discovery_last_sync_timestamp_seconds", "When a state from the configuration "
                    "source was last applied (Unix time)", registry=REGISTRY)
 
+_AUTOSCALE_DESIRED = Gauge(PREFIX + "autoscale_desired_replicas", "The size the autoscaler set (or, in local mode, "
+                           "would set) for a deployment", ["namespace", "deployment"], registry=REGISTRY)
+_AUTOSCALE_UTILIZATION = Gauge(PREFIX + "autoscale_utilization", "Demand over the stable window, in percent of "
+                               "the deployment's current capacity", ["namespace", "deployment"], registry=REGISTRY)
+
 
 class _CertificateExpiry:
     """The serving certificate's notAfter; no sample until one is known (0 would read as expired)."""
@@ -279,3 +285,16 @@ def synced(timestamp: float | None = None) -> None:
 def set_certificate_expiry(timestamp: float) -> None:
     """The certificate now served expires at `timestamp` (Unix time); call at start and on each rotation."""
     _CERTIFICATE.expiry = timestamp
+
+
+def autoscale_decided(namespace: str, deployment: str, desired: int, utilization: float) -> None:
+    """The autoscaler's latest decision for a deployment."""
+    _AUTOSCALE_DESIRED.labels(namespace, deployment).set(desired)
+    _AUTOSCALE_UTILIZATION.labels(namespace, deployment).set(utilization)
+
+
+def autoscale_forget(namespace: str, deployment: str) -> None:
+    """A deployment is no longer autoscaled (or no longer exists): no more samples for it."""
+    for gauge in (_AUTOSCALE_DESIRED, _AUTOSCALE_UTILIZATION):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, deployment)

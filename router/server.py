@@ -22,6 +22,7 @@ import uvicorn
 
 from router import logs, metrics, tokens
 from router.admin import build_admin_app
+from router.autoscale import Autoscaler, ScaleTarget, TableDemand, Windows
 from router.balancing.admission import Policy
 from router.balancing.table import RoutingTable
 from router.discovery.file import FileSource
@@ -63,6 +64,8 @@ class RouterServer:
         self.source = source
         self.ready = False
         self.plane: DataPlane | None = None
+        self.resources = Resources()
+        self.autoscaler: Autoscaler | None = None
         self.ports: dict[str, int] = {}
         self.started = asyncio.Event()
         self._stop = asyncio.Event()
@@ -82,6 +85,7 @@ class RouterServer:
             replica.pool = ConnectionPool(replica.host, replica.port,
                                           idle_timeout=self.settings.upstream_idle_timeout)
         self.plane.table = table
+        self.resources = resources
         if self.source.synced:  # a real state, not the empty one a cluster source starts from
             metrics.synced()
         for replica in table.removed:
@@ -113,7 +117,13 @@ class RouterServer:
         if self.plane is None:
             return {}
         now = self.plane.loop.time()
-        return {"/".join(key): balancer.state(now) for key, balancer in self.plane.table.balancers.items()}
+        state: dict[str, object] = {}
+        for key, balancer in self.plane.table.balancers.items():
+            state["/".join(key)] = one = balancer.state(now)
+            scaling = self.autoscaler.state(key) if self.autoscaler is not None else None
+            if scaling is not None:
+                one["autoscale"] = scaling
+        return state
 
     async def run(self) -> int:
         settings, loop = self.settings, asyncio.get_running_loop()
@@ -128,6 +138,12 @@ class RouterServer:
         telemetry = Telemetry.from_settings(settings)
         self.plane = DataPlane(RoutingTable(), ClientLimits.from_settings(settings), telemetry=telemetry)
         self.apply(resources)
+        plane = self.plane
+        # in a cluster the source scales through the API; in local mode nothing is scaled (None)
+        target: ScaleTarget | None = getattr(self.source, "scaling", None)
+        self.autoscaler = Autoscaler(TableDemand(lambda: plane.table), lambda: self.resources.deployments, target,
+                                     Windows(stable_s=settings.autoscale_stable_window,
+                                             panic_s=settings.autoscale_panic_window))
 
         listeners: list[asyncio.Server] = []
         if settings.allow_insecure_connections:
@@ -164,6 +180,7 @@ class RouterServer:
             loop.create_task(self.source.watch(self.apply), name="config-watch"),
             loop.create_task(self._sweep_pools(), name="pool-sweeper"),
             loop.create_task(telemetry.run(), name="telemetry-flush"),
+            loop.create_task(self.autoscaler.run(), name="autoscaler"),
         ]
         if tls is not None:
             tasks.append(loop.create_task(tls.run(), name="tls-watch"))
