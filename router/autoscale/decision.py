@@ -78,7 +78,7 @@ class Decision:
 
 
 def _mean(samples: Sequence[Sample], since: float) -> float:
-    recent = [s.demand for s in samples if s.at >= since]
+    recent = [s.demand for s in samples if s.at > since]
     return sum(recent) / len(recent) if recent else 0.0
 
 
