@@ -5,11 +5,16 @@ writes, through the target: in a cluster the `/scale` subresource of the deploym
 `scaleTargetRef` (`discovery.kubernetes.scaling`). Without a target (local mode) nothing is
 written: the size it would set is kept, and the next decision starts from it, so
 `/debug/deployments` shows how the size would move.
+
+Scale from zero: a request that finds no replica of an autoscaled deployment should wait in its
+queue (it is demand) and the data plane should call `nudge` for the deployment: the next tick
+samples and decides at once instead of at the end of the polling interval.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -59,6 +64,7 @@ class Autoscaler:
         self.tick_s = tick_s  # how soon a new deployment is picked up
         self._tracked: dict[DeploymentKey, _Tracked] = {}
         self._started = 0.0
+        self._nudged = asyncio.Event()
 
     def __repr__(self) -> str:
         mode = "local" if self.target is None else "leading" if self.target.leading_since() is not None \
@@ -69,11 +75,23 @@ class Autoscaler:
         loop = asyncio.get_running_loop()
         self._started = loop.time()
         while True:
+            self._nudged.clear()
             try:
                 await self.poll(loop.time())
             except Exception as exc:  # a bug must not stop autoscaling for good: the next tick tries again
                 logs.event("autoscale.failed", level=logging.ERROR, error=repr(exc))
-            await asyncio.sleep(self.tick_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.tick_s):
+                    await self._nudged.wait()
+
+    def nudge(self, namespace: str, name: str) -> None:
+        """Decide for this deployment now, not at its next polling time (a request waits for a replica).
+
+        Cheap and synchronous: the data plane may call it from a request's path."""
+        tracked = self._tracked.get((namespace, name))
+        if tracked is not None and tracked.next_poll > 0.0:
+            tracked.next_poll = 0.0
+            self._nudged.set()
 
     async def poll(self, now: float) -> None:
         """One tick: every deployment whose polling interval has passed is sampled (and scaled, if leading)."""
