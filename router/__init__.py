@@ -19,11 +19,14 @@ A request's path through the package, top to bottom:
 - `tls` checks certificate pairs (with `cryptography`, only there), builds the
   hardened server context, and rotates it for new handshakes when the files or the
   Secret change; `tls.certs` is the `certs` command's tooling.
+- `autoscale` sizes `target_utilization` deployments from the demand the balancers
+  count (in flight plus queued), by a pure decision; in a cluster the router holding
+  the autoscaler's Lease writes the size through `discovery.kubernetes.scaling`.
 - `metrics` (the only user of `prometheus_client`), `access_log` and `tracing` hold
   what the router reports; `front.telemetry` feeds them once per finished request,
   cheaply, and formats, writes and exports off the request path.
 
 Lower layers never import higher ones:
-cli → server → {front, admin} → proxy → {discovery, balancing, tls, metrics, access_log, tracing}
+cli → server → {front, admin} → proxy → {discovery, balancing, autoscale, tls, metrics, access_log, tracing}
 → {model, errors, settings}.
 """
