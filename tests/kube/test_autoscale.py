@@ -264,3 +264,36 @@ def test_a_write_from_a_stale_read_is_refused_and_made_again_from_a_fresh_one(
     puts = api_server.requests_for("deployments", method="PUT")
     assert [(r.path, r.status) for r in puts] == [("/apis/apps/v1/namespaces/default/deployments/demo-blue/scale", 409),
                                                   ("/apis/apps/v1/namespaces/default/deployments/demo-blue/scale", 200)]
+
+
+def test_a_statefulset_goes_to_zero_and_a_missing_target_is_said_in_the_status(
+        api_server: FakeApiServer, kubeconfig: Path) -> None:
+    api_server.create("statefulsets", apps_deployment("demo-green", 1) | {"kind": "StatefulSet"})
+    api_server.create("onlinedeployments", scaled_deployment())
+
+    def spec(kind: str, target: str) -> OnlineDeployment:
+        return OnlineDeployment(namespace="default", name="blue", endpoint_name="demo",
+                                scale_settings=ScaleSettings(type="target_utilization", min_instances=0,
+                                                             scale_target_ref=ScaleTargetRef(kind=kind, name=target)))
+
+    async def main() -> list[Any]:
+        api = await KubeApi.connect(str(kubeconfig))
+        scaling = KubeScaling(api, "default", "me", LeaseSettings(name=LEASE),
+                              lambda key: api_server.get("onlinedeployments", key[2]))
+        try:
+            idle = Decision(0, 0.0, False, "idle")
+            return [await scaling.scale(spec("StatefulSet", "demo-green"), lambda current: idle),
+                    await scaling.scale(spec("Deployment", "gone"), lambda current: idle)]
+        finally:
+            await api.close()
+
+    to_zero, missing = asyncio.run(main())
+    assert (to_zero.current, to_zero.desired) == (1, 0)
+    assert api_server.get("statefulsets", "demo-green")["spec"]["replicas"] == 0
+    (event,) = api_server.list("events")["items"]
+    assert event["message"] == "scaled StatefulSet default/demo-green from 1 to 0 replicas (utilization 0%: idle)"
+    assert missing.blocked == "Deployment default/gone (scaleTargetRef) does not exist"
+    status = api_server.get("onlinedeployments", "blue")["status"]
+    (condition,) = status["conditions"]
+    assert (condition["type"], condition["status"], condition["reason"]) == ("Scaling", "False", "ScaleTargetNotFound")
+    assert status["scale"]["desiredReplicas"] == 0  # the last decision made stays
