@@ -207,8 +207,16 @@ def test_an_hpa_on_the_same_object_stops_the_router_scaling_it(
         "metadata": {"name": "blue-hpa", "namespace": "default"},
         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "demo-blue"},
                  "minReplicas": 1, "maxReplicas": 3}})
-    router = start_kube_router(kubeconfig, *FAST)
-    router.wait_ready()
+    with api_server.hold(plural="horizontalpodautoscalers"):  # until the HPAs are listed, none is known to be absent
+        router = start_kube_router(kubeconfig, *FAST)
+        router.wait_ready()
+        wait_until(lambda: holder(api_server) is not None, 10, "the router leads autoscaling")
+        traffic = load(router, 3)
+        try:
+            time.sleep(2.5)
+            assert replicas(api_server) == 1
+        finally:
+            stop(traffic)
 
     def scaling() -> dict[str, Any]:
         conditions = (api_server.get("onlinedeployments", "blue").get("status") or {}).get("conditions") or []

@@ -57,6 +57,7 @@ class KubeScaling:
         self.lookup = lookup  # the OnlineDeployment as the watch last showed it
         self.elector = LeaderElector(api, namespace, identity, lease, on_change=self._leading)
         self.hpas: Callable[[], Iterable[Obj]] = lambda: ()  # the HPAs watched (set by the source)
+        self.hpas_listed: Callable[[], bool] = lambda: True  # False until the HPA watch has listed once
         self.started = False
         self._since: float | None = None
         self._hpa_logged: dict[ResourceKey, str] = {}  # deployment → the HPA last named in a log line
@@ -87,6 +88,8 @@ class KubeScaling:
             reason = "scaleSettings.scaleTargetRef is not set: there is nothing to scale"
             await self._report(key, None, ("NoScaleTarget", reason))
             return Outcome(0, 0, blocked=reason)
+        if not self.hpas_listed():  # an HPA not listed yet may own the object: wait for the list
+            return Outcome(0, 0, blocked="waiting for the list of HorizontalPodAutoscalers")
         hpa = self.hpa_for(deployment.namespace, ref)
         if hpa is not None:
             reason = f"HorizontalPodAutoscaler {hpa} scales {ref.kind} {ref.name}: the router leaves it alone"

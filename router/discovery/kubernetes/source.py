@@ -276,6 +276,7 @@ class KubernetesSource:
         hpas = self._start(Selection(kind=HORIZONTAL_POD_AUTOSCALERS, namespace=self.settings.namespace),
                            lambda: None)
         scaling.hpas = lambda: hpas.reflector.objects.values()
+        scaling.hpas_listed = lambda: hpas.reflector.synced
         self._spawn(scaling.elector.run(), "kubernetes-autoscale-lease")
 
     def _apply(self, apply: Apply, assembly: Assembly) -> None:
