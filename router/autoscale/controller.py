@@ -131,6 +131,7 @@ class Autoscaler:
                                       windows=self.windows, leading_since=since, last_demand_at=tracked.last_demand_at)
             return tracked.decision
 
+        tracked.decision = None  # set again only if the target gets as far as deciding
         if self.target is None:
             current = tracked.simulated if tracked.simulated is not None else tracked.samples[-1].ready
             tracked.simulated = decision(current).desired
@@ -148,10 +149,10 @@ class Autoscaler:
         state: dict[str, object] = {"mode": "local (nothing is scaled)" if self.target is None else
                                     "leader" if tracked.outcome is not None else "follower",
                                     "demand": tracked.samples[-1].demand if tracked.samples else 0}
-        if tracked.outcome is not None:
+        if tracked.outcome is not None and tracked.outcome.blocked:
+            state["blocked"] = tracked.outcome.blocked
+        elif tracked.outcome is not None:
             state.update(current=tracked.outcome.current, desired=tracked.outcome.desired)
-            if tracked.outcome.blocked:
-                state["blocked"] = tracked.outcome.blocked
         if tracked.decision is not None:
             state["decision"] = tracked.decision.summary
         return state

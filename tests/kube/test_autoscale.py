@@ -224,6 +224,10 @@ def test_an_hpa_on_the_same_object_stops_the_router_scaling_it(
 
     wait_until(lambda: scaling().get("reason") == "HorizontalPodAutoscalerPresent", 10, "the Scaling condition")
     assert scaling()["status"] == "False" and "blue-hpa" in scaling()["message"]
+    debug = httpx.get(f"http://127.0.0.1:{router.admin_port}/debug/deployments").json()["default/blue"]["autoscale"]
+    assert "blue-hpa" in debug["blocked"] and "desired" not in debug
+    metrics = httpx.get(f"http://127.0.0.1:{router.admin_port}/metrics").text
+    assert "inference_router_autoscale_desired_replicas{" not in metrics  # no decision of its own to report
     traffic = load(router, 3)
     try:
         time.sleep(2.5)
