@@ -163,8 +163,9 @@ def test_load_scales_the_deployment_up_at_once_spreads_onto_the_new_replicas_and
     assert conditions["Scaling"]["status"] == "True" and conditions["Ready"]["status"] == "True"
     messages = [e["message"] for e in api_server.list("events")["items"]
                 if e["involvedObject"]["name"] == "blue" and e["reason"] == "Scaled"]
-    assert any(m.startswith("scaled Deployment default/demo-blue from 1 to 4 replicas (utilization")
+    assert any(m.startswith("scaled Deployment default/demo-blue from 1 to ") and " replicas (utilization " in m
                for m in messages), messages
+    assert any(" to 4 replicas " in m for m in messages), messages
     assert any("from 2 to 1" in m for m in messages), messages
     metrics = httpx.get(f"http://127.0.0.1:{router.admin_port}/metrics").text
     assert 'inference_router_autoscale_desired_replicas{deployment="blue",namespace="default"} 1.0' in metrics
@@ -193,10 +194,10 @@ def test_the_leader_killed_is_replaced_and_the_next_decision_is_the_new_ones(
         wait_until(lambda: replicas(api_server) == 3, 5, "the new leader scaled up")
     finally:
         stop(traffic)
-    (scaled,) = [e for e in second.process.events_named("autoscale.scaled") if e["new"] == 3]
-    assert scaled["old"] == 1
-    events = [e for e in api_server.list("events")["items"] if "from 1 to 3" in e["message"]]
-    assert [e["reportingInstance"] for e in events] == [holder(api_server)]
+    first_decision = second.process.events_named("autoscale.scaled")[0]
+    assert first_decision["old"] == 1 and first_decision["new"] > 1
+    events = [e for e in api_server.list("events")["items"] if e["reason"] == "Scaled"]
+    assert events and {e["reportingInstance"] for e in events} == {holder(api_server)}  # the old one never scaled
     assert second.stop() == 0
 
 
