@@ -22,11 +22,15 @@ A request's path through the package, top to bottom:
 - `peers` lets several routers act as one: each replica's slots split among them by
   sorted identity and handed over through an authenticated peer port, membership by
   heartbeats (`--peers`) or one Kubernetes Lease per router (`--peer-service`).
+- `autoscale` sizes `target_utilization` deployments from the demand the balancers
+  count (in flight plus queued), by a pure decision; in a cluster the router holding
+  the autoscaler's Lease writes the size through `discovery.kubernetes.scaling`.
 - `metrics` (the only user of `prometheus_client`), `access_log` and `tracing` hold
   what the router reports; `front.telemetry` feeds them once per finished request,
   cheaply, and formats, writes and exports off the request path.
 
 Lower layers never import higher ones:
-cli → server → {front, admin, peers} → proxy → {discovery, balancing, tls, metrics, access_log, tracing}
+cli → server → {front, admin, peers} → proxy → {discovery, balancing, autoscale, tls, metrics, access_log,
+tracing}
 → {model, errors, settings}.
 """

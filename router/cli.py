@@ -37,6 +37,7 @@ def _serve(args: argparse.Namespace) -> int:
                 allow_loopback_replicas=config.allow_loopback_replicas,
                 address_family=config.replica_address_family,
                 lease=LeaseSettings(name=config.status_lease),
+                autoscale_lease=LeaseSettings(name=config.autoscale_lease),
                 scoring_base_url=f"https://{config.ssl_cname}" if config.ssl_cname else ""))
         else:
             source = FileSource(args.config, poll_interval=config.config_poll_interval)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import functools
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -244,6 +245,11 @@ _STATUS_WRITE_FAILURES = Counter(PREFIX + "discovery_status_write_failures", "St
 _LAST_SYNC = Gauge(PREFIX + "discovery_last_sync_timestamp_seconds", "When a state from the configuration "
                    "source was last applied (Unix time)", registry=REGISTRY)
 
+_AUTOSCALE_DESIRED = Gauge(PREFIX + "autoscale_desired_replicas", "The size the autoscaler set (or, in local mode, "
+                           "would set) for a deployment", ["namespace", "deployment"], registry=REGISTRY)
+_AUTOSCALE_UTILIZATION = Gauge(PREFIX + "autoscale_utilization", "Demand over the stable window, in percent of "
+                               "the deployment's current capacity", ["namespace", "deployment"], registry=REGISTRY)
+
 
 class _CertificateExpiry:
     """The serving certificate's notAfter; no sample until one is known (0 would read as expired)."""
@@ -299,3 +305,16 @@ def peers(states: Mapping[str, int], owned_slots: Mapping[str, int]) -> None:
     owned.clear()
     for deployment, count in owned_slots.items():
         owned.labels(deployment).set(count)
+
+
+def autoscale_decided(namespace: str, deployment: str, desired: int, utilization: float) -> None:
+    """The autoscaler's latest decision for a deployment."""
+    _AUTOSCALE_DESIRED.labels(namespace, deployment).set(desired)
+    _AUTOSCALE_UTILIZATION.labels(namespace, deployment).set(utilization)
+
+
+def autoscale_forget(namespace: str, deployment: str) -> None:
+    """A deployment is no longer autoscaled (or no longer exists): no more samples for it."""
+    for gauge in (_AUTOSCALE_DESIRED, _AUTOSCALE_UTILIZATION):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, deployment)

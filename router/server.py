@@ -22,6 +22,7 @@ import uvicorn
 
 from router import logs, metrics, tokens
 from router.admin import build_admin_app
+from router.autoscale import Autoscaler, ScaleTarget, TableDemand, Windows
 from router.balancing.admission import Policy
 from router.balancing.replicas import Replica
 from router.balancing.table import ReplicaKey, RoutingTable
@@ -68,6 +69,8 @@ class RouterServer:
         self.source = source
         self.ready = False
         self.plane: DataPlane | None = None
+        self.resources = Resources()
+        self.autoscaler: Autoscaler | None = None
         self.ports: dict[str, int] = {}
         self.peers: PeerGroup | None = None  # with --peers or --peer-service: the slots shared with other routers
         self._retired: dict[ReplicaKey, Replica] = {}  # replicas gone from the table, requests maybe still on them
@@ -95,6 +98,7 @@ class RouterServer:
             self.peers.update_capacity({"/".join(key): DeploymentSlots(tuple(r.url for r in balancer.replicas),
                                                                         balancer.capacity)
                                         for key, balancer in table.balancers.items()})
+        self.resources = resources
         if self.source.synced:  # a real state, not the empty one a cluster source starts from
             metrics.synced()
         for replica in table.removed:
@@ -126,8 +130,12 @@ class RouterServer:
         if self.plane is None:
             return {}
         now = self.plane.loop.time()
-        state: dict[str, object] = {"/".join(key): balancer.state(now)
-                                    for key, balancer in self.plane.table.balancers.items()}
+        state: dict[str, object] = {}
+        for key, balancer in self.plane.table.balancers.items():
+            state["/".join(key)] = one = balancer.state(now)
+            scaling = self.autoscaler.state(key) if self.autoscaler is not None else None
+            if scaling is not None:
+                one["autoscale"] = scaling
         if self.peers is not None:  # "peers" cannot name a deployment: those are namespace/name
             state["peers"] = self.peers.debug()
         return state
@@ -175,6 +183,12 @@ class RouterServer:
         self.plane = DataPlane(RoutingTable(), ClientLimits.from_settings(settings), telemetry=telemetry)
         peer_port = await self._open_peers()
         self.apply(resources)
+        plane = self.plane
+        # in a cluster the source scales through the API; in local mode nothing is scaled (None)
+        target: ScaleTarget | None = getattr(self.source, "scaling", None)
+        self.autoscaler = Autoscaler(TableDemand(lambda: plane.table), lambda: self.resources.deployments, target,
+                                     Windows(stable_s=settings.autoscale_stable_window,
+                                             panic_s=settings.autoscale_panic_window))
 
         listeners: list[asyncio.Server] = []
         if settings.allow_insecure_connections:
@@ -211,6 +225,7 @@ class RouterServer:
             loop.create_task(self.source.watch(self.apply), name="config-watch"),
             loop.create_task(self._sweep_pools(), name="pool-sweeper"),
             loop.create_task(telemetry.run(), name="telemetry-flush"),
+            loop.create_task(self.autoscaler.run(), name="autoscaler"),
         ]
         if tls is not None:
             tasks.append(loop.create_task(tls.run(), name="tls-watch"))

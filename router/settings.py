@@ -142,6 +142,15 @@ class RouterSettings:
     replica_address_family: str = setting(
         "IPv4", "with --kubernetes: the address family of a dual-stack Service's replicas",
         group="replicas and balancing", accepts=one_of("IPv4", "IPv6"))
+    autoscale_stable_window: float = setting(
+        60.0, "autoscaling (scaleSettings type target_utilization): scale down only from the demand of this long",
+        group="replicas and balancing", unit="s", accepts=above(0))
+    autoscale_panic_window: float = setting(
+        6.0, "autoscaling: scale up at once from the demand of this long (demand over twice the ready capacity: "
+        "no scale-down)", group="replicas and balancing", unit="s", accepts=above(0))
+    autoscale_lease: str = setting(
+        "inference-router-autoscaler", "with --kubernetes: the Lease, in the router's namespace, whose holder "
+        "scales deployments (one per installation)", group="replicas and balancing")
     # limits and timeouts: what a client may send; each limit has its own status and JSON body
     max_request_body_bytes: int = setting(
         100 * 1024 * 1024, "a larger request body gets 413 (models take tensors, not uploads)",
@@ -221,6 +230,9 @@ class RouterSettings:
         if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", self.status_lease):
             problems.append(f"--status-lease: expected a Kubernetes object name (a-z, 0-9, '-', '.'), "
                             f"got {self.status_lease!r}")
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", self.autoscale_lease):
+            problems.append(f"--autoscale-lease: expected a Kubernetes object name (a-z, 0-9, '-', '.'), "
+                            f"got {self.autoscale_lease!r}")
         if self.proxy_protocol and not self.trusted_proxies.strip(" ,"):
             problems.append("--proxy-protocol: needs --trusted-proxies (ROUTER_TRUSTED_PROXIES), the load "
                             "balancers' addresses or networks: a PROXY header from anyone else would let "

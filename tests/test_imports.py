@@ -43,6 +43,7 @@ LAYERS: dict[str, tuple[str, ...]] = {  # files (relative to router/) → module
     "metrics.py": (*TOP, "router.front", "router.proxy", "router.admin"),
     "access_log.py": (*TOP, "router.front", "router.proxy", "router.admin"),
     "tracing.py": (*TOP, "router.front", "router.proxy", "router.admin"),
+    "autoscale": (*TOP, "router.front", "router.proxy", "router.admin"),
     "front": TOP,
     "admin.py": TOP,
     "peers": (*TOP, "router.front", "router.proxy", "router.admin", "router.balancing"),

@@ -284,7 +284,7 @@ def _scale_settings(at: _At, value: object) -> ScaleSettings | None:
             at / "targetUtilizationPercentage", settings.get("targetUtilizationPercentage"), 70, 1, 100),
         polling_interval=_int(at / "pollingInterval", settings.get("pollingInterval"), 1, 1),
         scale_target_ref=None if ref is None else ScaleTargetRef(
-            kind=_str(ref_at / "kind", ref.get("kind"), "Deployment"),
+            kind=_choice(ref_at / "kind", ref.get("kind"), ("Deployment", "StatefulSet")),
             name=_str(ref_at / "name", ref.get("name"), rule=_subdomain)),
     )
 

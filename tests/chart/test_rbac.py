@@ -81,15 +81,25 @@ def run_router(objects: Manifests, api_server: FakeApiServer, kubeconfig: Path, 
     api_server.create("services", {"apiVersion": "v1", "kind": "Service",
                                     "metadata": {"name": "demo-blue", "namespace": where},
                                     "spec": {"ports": [{"name": "http", "port": 80, "targetPort": model.port}]}})
-    api_server.create("onlinedeployments", deployment("blue", "demo", "demo-blue", port=80, namespace=where))
+    # both kinds of scaleTargetRef, each at a size its scaleSettings clamp (0 → minInstances 1): the autoscaler
+    # reads and writes their /scale, watches HPAs and records an Event for each
+    for name, kind, plural in (("blue", "Deployment", "deployments"), ("green", "StatefulSet", "statefulsets")):
+        scaled = deployment(name, "demo", "demo-blue", port=80, namespace=where)
+        scaled["spec"]["scaleSettings"] = {"type": "target_utilization", "minInstances": 1, "maxInstances": 2,
+                                           "scaleTargetRef": {"kind": kind, "name": f"demo-{name}"}}
+        api_server.create("onlinedeployments", scaled)
+        api_server.create(plural, {"metadata": {"name": f"demo-{name}", "namespace": where}, "spec": {"replicas": 0}})
     api_server.create("endpointslices", endpoint_slice("demo-blue-0", "demo-blue", model.port, namespace=where))
     process = start_process([sys.executable, "-m", "router.cli", *container["args"], "--kubeconfig", str(kubeconfig),
                              "--allow-loopback-replicas"], env=env, timeout=30)
     try:
         def served() -> bool:
             return all((api_server.get(plural, name, namespace=where).get("status") or {}).get("readyReplicas") == 1
-                       for plural, name in (("onlineendpoints", "demo"), ("onlinedeployments", "blue")))
-        wait_until(served, 10, "the endpoint's and the deployment's status written")
+                       for plural, name in (("onlinedeployments", "blue"), ("onlinedeployments", "green"))) and all(
+                api_server.get(plural, name, namespace=where)["spec"]["replicas"] == 1
+                for plural, name in (("deployments", "demo-blue"), ("statefulsets", "demo-green"))) and len(
+                api_server.list("events", where)["items"]) == 2
+        wait_until(served, 10, "the deployments' status written, both scale targets scaled")
     finally:
         print(*process.lines[-40:], sep="\n")  # shown if the test failed
         assert process.stop() == 0
@@ -130,4 +140,5 @@ def test_every_call_the_router_makes_is_granted_and_every_grant_is_used(
                 assert (resource, verb) in used, f"{verb} {resource} in {scope or 'every namespace'} is granted " \
                                                  "but never used"
     verbs = {(r.resource[1] if r.resource else "", r.verb) for r in calls}
-    assert not {v for v in verbs if v[1] == "get" and v[0] != "leases"}  # never a get, but of the Lease
+    # never a get, but of the Leases and of the scale targets' /scale
+    assert not {v for v in verbs if v[1] == "get" and v[0] not in ("leases", "deployments/scale", "statefulsets/scale")}

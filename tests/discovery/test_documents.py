@@ -294,6 +294,8 @@ CASES: list[tuple[str, Mutation, str]] = [
      "spec.scaleSettings.pollingInterval: must be an integer >= 1, got '1s'"),
     ("scaleTargetRef name", _drop(BLUE, "spec", "scaleSettings", "scaleTargetRef", "name"),
      BL + "spec.scaleSettings.scaleTargetRef.name: required"),
+    ("scaleTargetRef kind", _at(BLUE, "spec", "scaleSettings", "scaleTargetRef", "kind", value="ReplicaSet"),
+     BL + "spec.scaleSettings.scaleTargetRef.kind: must be one of Deployment, StatefulSet, got 'ReplicaSet'"),
     # secrets
     ("data not base64", _at(SECRET, "data", "primaryKey", value="not base64!"),
      SE + "data.primaryKey: must be base64 (use stringData for plain text)"),

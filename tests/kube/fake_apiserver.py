@@ -1,8 +1,9 @@
 """A small Kubernetes API server for tests, faithful in what the router relies on.
 
 It serves, on 127.0.0.1 and an ephemeral port, the kinds the router uses (OnlineEndpoint,
-OnlineDeployment, EndpointSlice, Secret, Lease) the way a real API server does (the
-state and its rules are in `fake_store`, the HTTP side here):
+OnlineDeployment, EndpointSlice, Secret, Service, Lease; for the autoscaler apps/v1 Deployment and
+StatefulSet, autoscaling/v2 HorizontalPodAutoscaler, core Event) the way a real API server does
+(the state and its rules are in `fake_store`, the HTTP side here):
 
 - every write bumps one global `resourceVersion`; objects carry `uid`, `creationTimestamp`,
   `generation` (bumped by spec changes only) and, for the custom resources, a `status`
@@ -13,7 +14,10 @@ state and its rules are in `fake_store`, the HTTP side here):
 - watch from a `resourceVersion`, with `allowWatchBookmarks` and `timeoutSeconds`; an object
   that starts or stops matching a selector is ADDED or DELETED for that watch; a version
   older than the last `compact()` gets an ERROR event with a 410 `Expired` status;
-- create (409 when it exists), replace (409 on a stale `resourceVersion`), merge patch
+- the `/scale` subresource of Deployments and StatefulSets (an autoscaling/v1 Scale): GET, PUT and
+  merge PATCH of `spec.replicas`, 409 when the body's `resourceVersion` is not the object's;
+- create (409 when it exists), replace (409 on a stale `resourceVersion`), merge patch (409 when it
+  carries a `metadata.resourceVersion` that is not the object's, as the API server checks it)
   (strategic merge patch is refused with 415 for custom resources, as Kubernetes does), delete;
 - bearer-token authentication, and a log of every request (method, path, query, token).
 
@@ -44,6 +48,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.kube.fake_store import (
+    SCALABLE,
     TYPES,
     ApiError,
     Event,
@@ -59,7 +64,7 @@ _REASONS = {403: "Forbidden", 422: "Invalid", 429: "TooManyRequests", 500: "Inte
             503: "ServiceUnavailable", 504: "Timeout"}
 _PATH = re.compile(r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
                    r"(?:/namespaces/(?P<namespace>[^/]+))?/(?P<plural>[^/]+)"
-                   r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>status))?$")
+                   r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>status|scale))?$")
 
 
 @dataclass
@@ -200,6 +205,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(405, "MethodNotAllowed", f"{method} is not supported here")
         if not namespace:
             raise ApiError(404, "NotFound", "namespaced resources need a namespace")
+        if sub == "scale":
+            return 200, self._scale(method, rtype, namespace, name, body)
         status = sub == "status"
         if method == "GET":
             return 200, store.get(rtype.plural, namespace, name)
@@ -216,10 +223,33 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError(415, "UnsupportedMediaType", f"the fake supports merge patch only, got {kind!r}")
             patch = _json(body)
             return 200, store.update(rtype.plural, namespace, name, lambda obj: merge_patch(obj, patch),
-                                     status=status)
+                                     status=status, expect_rv=(patch.get("metadata") or {}).get("resourceVersion"))
         if method == "DELETE":
             return 200, store.delete(rtype.plural, namespace, name)
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported here")
+
+    def _scale(self, method: str, rtype: ResourceType, namespace: str, name: str, body: bytes) -> Obj:
+        """The autoscaling/v1 Scale of a Deployment or StatefulSet: GET, PUT (409 on a stale resourceVersion)
+        or merge PATCH of `spec.replicas`."""
+        store = self.server.api.store
+        if rtype.plural not in SCALABLE:
+            raise ApiError(404, "NotFound", f"{rtype.plural} has no scale subresource")
+        if method == "GET":
+            return _scale_of(store.get(rtype.plural, namespace, name))
+        if method not in ("PUT", "PATCH"):
+            raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on /scale")
+        change = _json(body)
+        expect_rv = (change.get("metadata") or {}).get("resourceVersion")
+
+        def scaled(obj: Obj) -> Obj:
+            wanted = change if method == "PUT" else merge_patch(_scale_of(obj), change)
+            replicas = (wanted.get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or replicas < 0:
+                raise ApiError(422, "Invalid", f"spec.replicas: Invalid value: {replicas!r}: must be >= 0")
+            obj.setdefault("spec", {})["replicas"] = replicas
+            return obj
+
+        return _scale_of(store.update(rtype.plural, namespace, name, scaled, expect_rv=expect_rv))
 
     def _send(self, code: int, answer: Obj, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(answer).encode()
@@ -319,6 +349,17 @@ def _translate(event: Event, matches: Callable[[Obj], bool]) -> Obj | None:
     else:
         kind = "MODIFIED" if now and before else "ADDED" if now else "DELETED" if before else None
     return None if kind is None else {"type": kind, "object": copy.deepcopy(event.obj)}
+
+
+def _scale_of(obj: Obj) -> Obj:
+    meta = obj["metadata"]
+    return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                         if k in meta},
+            "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 1)},
+            "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
+                       "selector": ",".join(f"{k}={v}" for k, v in sorted(
+                           ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels", {}).items()))}}
 
 
 def _json(body: bytes) -> Obj:

@@ -77,7 +77,12 @@ TYPES = {t.plural: t for t in (
     ResourceType("secrets", "", "v1", "Secret"),
     ResourceType("services", "", "v1", "Service"),
     ResourceType("leases", "coordination.k8s.io", "v1", "Lease"),
+    ResourceType("deployments", "apps", "v1", "Deployment"),  # with the /scale subresource
+    ResourceType("statefulsets", "apps", "v1", "StatefulSet"),  # with the /scale subresource
+    ResourceType("horizontalpodautoscalers", "autoscaling", "v2", "HorizontalPodAutoscaler"),
+    ResourceType("events", "", "v1", "Event"),
 )}
+SCALABLE = ("deployments", "statefulsets")
 
 class ApiError(Exception):
     def __init__(self, code: int, reason: str, message: str, *, retry_after: float | None = None) -> None:

@@ -39,6 +39,16 @@ def test_a_rejected_spec_says_why_and_whether_an_older_one_serves() -> None:
     assert older["conditions"][1]["status"] == "True"
 
 
+def test_the_autoscalers_condition_is_kept_as_the_object_shows_it() -> None:
+    scaling = {"type": "Scaling", "status": "False", "reason": "HorizontalPodAutoscalerPresent", "message": "hpa"}
+    obj = {"metadata": {"generation": 1}, "status": {"conditions": [scaling], "scale": {"desiredReplicas": 2}}}
+    status = render(("OnlineDeployment", "default", "blue"), Report(generation=1, serving=True), obj,
+                    scoring_base_url="", at="T1")
+    assert [c["type"] for c in status["conditions"]] == ["Accepted", "Ready", "Scaling"]
+    assert status["conditions"][2] == scaling
+    assert "scale" not in status_patch(obj["status"], status)  # type: ignore[operator]
+
+
 def test_a_transition_time_changes_only_with_the_status() -> None:
     first = render(ENDPOINT, Report(serving=True), {"metadata": {}}, scoring_base_url="", at="T1")
     same = render(ENDPOINT, Report(serving=True, ready_replicas=1), {"metadata": {}, "status": first},

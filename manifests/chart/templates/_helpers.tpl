@@ -33,6 +33,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
 {{/* The Lease whose holder writes status: one per release */}}
+{{- define "inference-router.autoscalerLease" -}}
+{{- printf "%s-autoscaler" (include "inference-router.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
 {{- define "inference-router.statusLease" -}}
 {{- printf "%s-status" (include "inference-router.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}

@@ -66,6 +66,10 @@ ENDPOINT_SLICES = Kind("discovery.k8s.io", "v1", "endpointslices", "EndpointSlic
 SECRETS = Kind("", "v1", "secrets", "Secret")
 SERVICES = Kind("", "v1", "services", "Service")
 LEASES = Kind("coordination.k8s.io", "v1", "leases", "Lease")
+DEPLOYMENTS = Kind("apps", "v1", "deployments", "Deployment")
+STATEFUL_SETS = Kind("apps", "v1", "statefulsets", "StatefulSet")
+HORIZONTAL_POD_AUTOSCALERS = Kind("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler")
+EVENTS = Kind("", "v1", "events", "Event")
 
 
 @contextlib.contextmanager
@@ -199,22 +203,27 @@ class KubeApi:
         finally:
             stream.close()  # never hand a half-read stream back to the pool
 
-    async def get(self, kind: Kind, namespace: str, name: str) -> Obj:
-        return await self._json("GET", kind.path(namespace, name))
+    async def get(self, kind: Kind, namespace: str, name: str, *, subresource: str | None = None) -> Obj:
+        return await self._json("GET", kind.path(namespace, name, subresource))
 
     async def create(self, kind: Kind, namespace: str, body: Obj) -> Obj:
         return await self._json("POST", kind.path(namespace), body=body)
 
-    async def replace(self, kind: Kind, namespace: str, name: str, body: Obj) -> Obj:
+    async def replace(self, kind: Kind, namespace: str, name: str, body: Obj, *, subresource: str | None = None) -> Obj:
         """PUT: a Conflict when `body.metadata.resourceVersion` is no longer the object's."""
-        return await self._json("PUT", kind.path(namespace, name), body=body)
+        return await self._json("PUT", kind.path(namespace, name, subresource), body=body)
 
     async def delete(self, kind: Kind, namespace: str, name: str) -> Obj:
         return await self._json("DELETE", kind.path(namespace, name))
 
-    async def patch_status(self, kind: Kind, namespace: str, name: str, status: Obj) -> Obj:
-        """A JSON merge patch of the status subresource (custom resources take no strategic merge)."""
-        return await self._json("PATCH", kind.path(namespace, name, "status"), body={"status": status},
+    async def patch_status(self, kind: Kind, namespace: str, name: str, status: Obj, *,
+                           resource_version: str | None = None) -> Obj:
+        """A JSON merge patch of the status subresource (custom resources take no strategic merge);
+        with `resource_version`, a Conflict when the object is no longer at that version."""
+        body: Obj = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+        return await self._json("PATCH", kind.path(namespace, name, "status"), body=body,
                                 content_type="application/merge-patch+json")
 
 

@@ -59,3 +59,5 @@ class KubernetesSettings:
     scoring_base_url: str = ""
     watch: WatchSettings = field(default_factory=WatchSettings)
     lease: LeaseSettings = field(default_factory=LeaseSettings)
+    # the router that holds this one scales the deployments of scaleSettings type target_utilization
+    autoscale_lease: LeaseSettings = field(default_factory=lambda: LeaseSettings(name="inference-router-autoscaler"))

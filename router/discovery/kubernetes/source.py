@@ -38,6 +38,7 @@ from router import logs
 from router.discovery.kubernetes.addresses import AddressPolicy, own_addresses
 from router.discovery.kubernetes.api import (
     ENDPOINT_SLICES,
+    HORIZONTAL_POD_AUTOSCALERS,
     ONLINE_DEPLOYMENTS,
     ONLINE_ENDPOINTS,
     SECRETS,
@@ -55,6 +56,7 @@ from router.discovery.kubernetes.assembly import (
 )
 from router.discovery.kubernetes.lease import LeaderElector
 from router.discovery.kubernetes.reflector import Reflector, Selection
+from router.discovery.kubernetes.scaling import KubeScaling
 from router.discovery.kubernetes.settings import KubernetesSettings
 from router.discovery.kubernetes.status import StatusWriter
 from router.discovery.source import Apply, ServiceKey, ServiceReplicas
@@ -85,6 +87,7 @@ class KubernetesSource:
         self._last: tuple[Resources, ServiceReplicas] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._refused: frozenset[str] = frozenset()
+        self.scaling: KubeScaling | None = None  # the autoscaler's target, once connected
         self.policy = AddressPolicy(allow_loopback=settings.allow_loopback_replicas, own=own_addresses())
 
     @property
@@ -101,6 +104,8 @@ class KubernetesSource:
         """Connect (a kubeconfig that does not work stops the start); the state comes through `watch`."""
         self._api = await KubeApi.connect(self.settings.kubeconfig,
                                           request_timeout_s=self.settings.watch.request_timeout_s)
+        self.scaling = KubeScaling(self._api, self._own_namespace(self._api), self.identity,
+                                   self.settings.autoscale_lease, self._lookup)
         logs.event("kubernetes.connecting", namespace=self.settings.namespace or "(all)",
                    identity=self.identity)
         return Resources()
@@ -137,6 +142,8 @@ class KubernetesSource:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
                     await elector.release()
+                    if self.scaling is not None:
+                        await self.scaling.elector.release()
             await api.close()
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
@@ -257,8 +264,24 @@ class KubernetesSource:
             logs.event("kubernetes.replica_refused", level=logging.WARNING, problem=reason)
         self._refused = refused
 
+    def _start_scaling(self, resources: Resources) -> None:
+        """Once a deployment asks to be autoscaled: run for the autoscaler's Lease and watch the HPAs (not
+        before: a router whose deployments all have a fixed size needs neither, nor their RBAC)."""
+        scaling = self.scaling
+        if scaling is None or scaling.started or not any(
+                d.scale_settings is not None and d.scale_settings.type == "target_utilization"
+                for d in resources.deployments):
+            return
+        scaling.started = True
+        hpas = self._start(Selection(kind=HORIZONTAL_POD_AUTOSCALERS, namespace=self.settings.namespace),
+                           lambda: None)
+        scaling.hpas = lambda: hpas.reflector.objects.values()
+        scaling.hpas_listed = lambda: hpas.reflector.synced
+        self._spawn(scaling.elector.run(), "kubernetes-autoscale-lease")
+
     def _apply(self, apply: Apply, assembly: Assembly) -> None:
         state = (assembly.resources, assembly.service_replicas)
+        self._start_scaling(assembly.resources)
         if not self.synced:  # everything is listed: this is the first full state
             self.synced = True
             logs.event("kubernetes.synced", endpoints=len(state[0].endpoints), deployments=len(state[0].deployments))

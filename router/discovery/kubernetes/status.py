@@ -5,7 +5,8 @@
 OnlineDeployment `readyReplicas`; on both `observedGeneration` and two conditions,
 `Accepted` (the spec is valid, or why not) and `Ready` (routed, every reference resolved,
 replicas to take its traffic). A condition's `lastTransitionTime` changes only when its
-status does.
+status does. `status.scale` and the `Scaling` condition are the autoscaler's (`scaling`):
+they are left as they are.
 
 The writer patches (JSON merge patch on the status subresource) only what differs from
 the status the watch last showed, and only while this replica holds the Lease. Its own
@@ -53,8 +54,10 @@ def render(key: ResourceKey, report: Report, obj: Obj, *, scoring_base_url: str,
         ready = _condition("Ready", False, "Rejected", "the spec is invalid", previous, generation, at)
     else:
         ready = _condition("Ready", False, "Waiting", "; ".join(report.waiting), previous, generation, at)
+    # conditions of other writers (the autoscaler's Scaling) are kept as the object shows them
+    others = [c for c in previous if isinstance(c, dict) and c.get("type") not in ("Accepted", "Ready")]
     status: Obj = {"readyReplicas": report.ready_replicas, "observedGeneration": generation,
-                   "conditions": [accepted, ready]}
+                   "conditions": [accepted, ready, *others]}
     if key[0] == ONLINE_ENDPOINTS.kind:
         status["scoringUri"] = f"{scoring_base_url}/api/v1/endpoint/{key[2]}/score"
         status["deployments"] = dict(report.deployments)
