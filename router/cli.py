@@ -33,7 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
             from router.discovery.kubernetes.settings import LeaseSettings
 
             source: Source = KubernetesSource(KubernetesSettings(
-                namespace=args.namespace, kubeconfig=args.kubeconfig,
+                namespace=config.watch_namespace or args.namespace, kubeconfig=args.kubeconfig,
                 allow_loopback_replicas=config.allow_loopback_replicas,
                 address_family=config.replica_address_family,
                 lease=LeaseSettings(name=config.status_lease),
@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "documents, reloaded when it changes (default: none; this or --kubernetes)")
     cluster.add_argument("--kubernetes", action="store_true", help="watch the resources in a cluster instead "
                          "(default: off)")
-    cluster.add_argument("--namespace", metavar="NS", help="with --kubernetes: this namespace only (default: all)")
+    cluster.add_argument("--namespace", metavar="NS", help="the same as --watch-namespace, for older command lines "
+                         "(default: all)")
     cluster.add_argument("--kubeconfig", metavar="FILE", help="with --kubernetes, from outside the cluster: this "
                          "kubeconfig (default: the pod's service account)")
     serve.set_defaults(func=_serve)

@@ -123,6 +123,9 @@ class RouterSettings:
                                    "connection and take the client address from it; from --trusted-proxies only",
                                    group="listeners and TLS")
     # resources and cluster
+    watch_namespace: str = setting("", "with --kubernetes: watch the resources of this namespace only (default: "
+                                   "every namespace); the router's own Leases stay in its own",
+                                   group="resources and cluster")
     status_lease: str = setting(
         "inference-router-status", "with --kubernetes: the Lease, in the router's namespace, whose holder writes "
         "status (one per installation)", group="resources and cluster")
@@ -237,6 +240,9 @@ class RouterSettings:
             problems.append("--proxy-protocol: needs --trusted-proxies (ROUTER_TRUSTED_PROXIES), the load "
                             "balancers' addresses or networks: a PROXY header from anyone else would let "
                             "them choose their own client address")
+        if self.watch_namespace and not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", self.watch_namespace):
+            problems.append(f"--watch-namespace: expected a namespace name (a-z, 0-9, '-'), "
+                            f"got {self.watch_namespace!r}")
         problems += self._peer_problems()
         if problems:
             raise ConfigError(problems)

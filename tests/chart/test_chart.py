@@ -114,7 +114,7 @@ def test_each_combination_renders_valid_objects_that_do_what_was_asked(
 
 def assert_router_accepts(router: dict[str, Any]) -> None:
     """The container's arguments and ROUTER_* variables are settings the router knows and accepts."""
-    assert router["args"][:2] == ["serve", "--kubernetes"]
+    assert router["args"] == ["serve", "--kubernetes"]
     env = {e["name"]: e["value"] for e in router["env"] if "value" in e}
     parser = argparse.ArgumentParser()
     router_settings.add_arguments(parser)
@@ -193,7 +193,8 @@ def test_rbac_grants_secrets_only_where_the_router_reads_them() -> None:
     assert not [kind for kind, _ in one if kind.startswith("Cluster")]
     assert granted(one[("Role", f"models/{NAME}")]["rules"]) == READ | SECRETS
     assert one[("RoleBinding", f"models/{NAME}")]["subjects"] == [account]
-    assert container(one)["args"] == ["serve", "--kubernetes", "--namespace", "models"]
+    assert container(one)["args"] == ["serve", "--kubernetes"]
+    assert {"name": "ROUTER_WATCH_NAMESPACE", "value": "models"} in container(one)["env"]
 
     for objects in (everywhere, narrowed, one):
         own = objects[("Role", f"{NAME}-self")]

@@ -41,5 +41,7 @@ def test_cluster_settings_are_checked_before_connecting(tmp_path: Path) -> None:
     code, output = run("--kubernetes", "--status-lease", "Router Lease")
     assert code == 2 and "--status-lease: expected a Kubernetes object name (a-z, 0-9, '-', '.'), got 'Router Lease'" \
         in output, output
+    code, output = run("--kubernetes", "--watch-namespace", "Models")
+    assert code == 2 and "--watch-namespace: expected a namespace name (a-z, 0-9, '-'), got 'Models'" in output, output
     code, output = run("--kubernetes", "--replica-address-family", "IPv5")
     assert code == 2 and "--replica-address-family: expected one of IPv4, IPv6, got 'IPv5'" in output, output

@@ -258,7 +258,7 @@ def test_ready_only_after_the_first_full_sync(api_server: FakeApiServer, kubecon
     model = sample_model_factory("--name", "blue-0")
     seed_demo(api_server, K1, model.port)
     with api_server.outage():
-        routers.append(router := start_kube_router(kubeconfig, "--namespace", "default"))
+        routers.append(router := start_kube_router(kubeconfig, "--watch-namespace", "default"))
         time.sleep(1.0)
         assert not router.ready()
         assert httpx.get(f"http://127.0.0.1:{router.admin_port}/healthz", timeout=5).status_code == 200
