@@ -36,6 +36,8 @@ from router.proxy.upstream import ConnectionPool
 from router.settings import RouterSettings
 from router.tls import HANDSHAKE_TIMEOUT, CertificateWatch, SecretFeed, WatchedSecret
 
+DRAIN_GRACE_S = 1.0  # on SIGTERM, idle keep-alive connections stay open at least this long
+
 
 class _AdminServer(uvicorn.Server):
     @contextlib.contextmanager
@@ -127,7 +129,8 @@ class RouterServer:
         if feed is not None:  # its first list, before the TLS listener opens
             tls = await WatchedSecret.from_settings(settings, feed)
         telemetry = Telemetry.from_settings(settings)
-        self.plane = DataPlane(RoutingTable(), ClientLimits.from_settings(settings), telemetry=telemetry)
+        self.plane = DataPlane(RoutingTable(), ClientLimits.from_settings(settings), telemetry=telemetry,
+                               handshake_timeout=HANDSHAKE_TIMEOUT)
         self.apply(resources)
 
         listeners: list[asyncio.Server] = []
@@ -138,15 +141,9 @@ class RouterServer:
         if tls is not None:
             sock = bind(settings.host, settings.tls_port)
             self.ports["tls_port"] = sock.getsockname()[1]
-            tls_plane = self.plane
-
-            def tls_protocol() -> asyncio.Protocol:
-                conn = tls_plane.protocol()
-                conn.scheme = b"https"
-                return conn
-
-            listeners.append(await loop.create_server(tls_protocol, sock=sock, ssl=tls.tls.listener, backlog=2048,
-                                                      ssl_handshake_timeout=HANDSHAKE_TIMEOUT))
+            # counted from accept: a handshake under way holds a connection too
+            listeners.append(await loop.create_server(self.plane.tls_protocol, sock=sock, ssl=tls.tls.listener,
+                                                      backlog=2048, ssl_handshake_timeout=HANDSHAKE_TIMEOUT))
         admin_sock = bind(settings.host, settings.admin_port)
         self.ports["admin_port"] = admin_sock.getsockname()[1]
         collector = metrics.RouterCollector(telemetry.stats, lambda: self.plane, self.source)
@@ -194,6 +191,9 @@ class RouterServer:
         await asyncio.sleep(self.settings.drain_delay)
         for listener in listeners:
             listener.close()
+        # An idle keep-alive connection was never told to close: a request may be on its way. Closed
+        # only after a grace in which such a request is still answered (with `connection: close`).
+        await asyncio.sleep(max(0.0, DRAIN_GRACE_S - self.settings.drain_delay))
         self.plane.close_idle()
         # A connection closes after its last answer (draining): once none is left, all is sent.
         deadline = loop.time() + self.settings.drain_timeout
@@ -205,9 +205,13 @@ class RouterServer:
             replica.pool.close()
 
     async def _sweep_pools(self) -> None:
+        assert self.plane is not None
+        interval, pools_swept = self.plane.sweep_interval, 0.0
         while True:
-            await asyncio.sleep(1.0)
-            assert self.plane is not None
-            for replica in self.plane.table.replicas.values():
-                replica.pool.sweep()
+            await asyncio.sleep(interval)
+            now = self.plane.loop.time()
+            if now - pools_swept >= 1.0:
+                pools_swept = now
+                for replica in self.plane.table.replicas.values():
+                    replica.pool.sweep()
             self.plane.sweep()  # client connections over their time limits

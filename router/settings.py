@@ -61,6 +61,11 @@ class RouterSettings:
     body_timeout: float = 30.0  # between two pieces of a request body: 408
     keepalive_timeout: float = 60.0  # an idle client connection is closed after this
     max_connections: int = 10_000  # open client connections; a new one beyond gets 503 and is closed
+    max_connections_per_client: int = setting(
+        0, "open connections from one client address (503 beyond); 0: a tenth of --max-connections",
+        group="limits and timeouts")
+    send_timeout: float = setting(60.0, "abort a client connection whose pending output has not moved for this long",
+                                  group="limits and timeouts", unit="s")
     trusted_proxies: str = ""  # comma-separated addresses or networks whose X-Forwarded-* are kept
     # One JSON line per request on stdout: on, off, or sample=F (a share F of successes; errors always)
     access_log: str = "on"

@@ -39,7 +39,7 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterProcess]:
     r = start_router(tmp_path_factory.mktemp("hostile"), config, "--max-header-count", "50",
                      "--max-header-bytes", "16384", "--max-url-bytes", "4096", "--header-timeout", "2",
                      "--body-timeout", "2", "--keepalive-timeout", "3", "--max-connections", "700",
-                     "--trusted-proxies", "127.0.0.2/32")
+                     "--max-connections-per-client", "600", "--trusted-proxies", "127.0.0.2/32")
     yield r
     r.stop()
     model.process.stop()
