@@ -495,7 +495,8 @@ class Exchange:
         self.discard = True
         self.pending = None
         if not self.request_complete:
-            left = None if self.head.content_length is None else self.head.content_length - self.body_bytes
+            # without Content-Length or chunking a request has no body (RFC 9112 §6.3): nothing is left
+            left = None if self.head.chunked else (self.head.content_length or 0) - self.body_bytes
             if left is None or left > _DISCARD_LIMIT:
                 self.keep_alive = False  # a lingering close (see ClientConnection.close)
             elif self.client.current is self:
