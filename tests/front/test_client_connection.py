@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.front.replicas import RecordingReplica
 from tests.routing import (
     Config,
     RouterProcess,
@@ -55,76 +56,6 @@ def req(query: str = "", body: bytes = b"{}", key: str = KEY, extra: str = "") -
 
 def chunked(query: str = "", extra: str = "") -> bytes:
     return req(query, b"", extra=extra).replace(b"Content-Length: 0", b"Transfer-Encoding: chunked")
-
-
-class RecordingReplica:
-    """A replica on loopback answering every request `200 ok` on keep-alive connections; it keeps each
-    request line it reads, and with `answer_size` answers that many bytes instead, as fast as it can."""
-
-    def __init__(self, answer_size: int = 0) -> None:
-        self.lines: list[bytes] = []
-        self.connections = 0
-        self.answer_size = answer_size
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen()
-        self.listener.settimeout(0.2)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-
-    def __enter__(self) -> RecordingReplica:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.listener.close()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        conn.settimeout(10)
-        data = b""
-        try:
-            while not self._stop.is_set():
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
-                head, _, data = data.partition(b"\r\n\r\n")
-                self.lines.append(head.split(b"\r\n")[0])
-                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0]) \
-                    if b"content-length: " in head.lower() else 0
-                while len(data) < length:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
-                data = data[length:]
-                if self.answer_size:
-                    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % self.answer_size)
-                    block = b"z" * 65536
-                    for _ in range(self.answer_size // len(block)):
-                        conn.sendall(block)
-                else:
-                    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-        except OSError:
-            pass
-        finally:
-            conn.close()
 
 
 def open_connections(router: RouterProcess) -> float:
