@@ -16,12 +16,14 @@ def ok(head: bytes) -> bytes:
 
 class RecordingReplica:
     """A replica on loopback serving keep-alive connections, each in its own thread; it keeps each request
-    line it reads (`lines`) and counts connections. Each request is answered by `answer(head)`; with
-    `answer_size`, by that many bytes instead, as fast as the router takes them. With `early`, a request
-    is answered as soon as its head is read, and its body is read only `early` seconds later."""
+    head it reads (`heads`, and their first lines in `lines`) and counts connections. Each request is
+    answered by `answer(head)`; with `answer_size`, by that many bytes instead, as fast as the router takes
+    them. With `early`, a request is answered as soon as its head is read, and its body is read only
+    `early` seconds later."""
 
     def __init__(self, answer: Answer = ok, *, answer_size: int = 0, early: float = 0.0, rcvbuf: int = 0) -> None:
         self.lines: list[bytes] = []
+        self.heads: list[bytes] = []
         self.connections = 0
         self.answer, self.answer_size, self.early = answer, answer_size, early
         self.listener = socket.socket()
@@ -66,6 +68,7 @@ class RecordingReplica:
                         return
                     data += chunk
                 head, _, data = data.partition(b"\r\n\r\n")
+                self.heads.append(head)
                 self.lines.append(head.split(b"\r\n")[0])
                 if self.early:
                     conn.sendall(self.answer(head))
