@@ -129,8 +129,7 @@ class RouterServer:
         if feed is not None:  # its first list, before the TLS listener opens
             tls = await WatchedSecret.from_settings(settings, feed)
         telemetry = Telemetry.from_settings(settings)
-        self.plane = DataPlane(RoutingTable(), ClientLimits.from_settings(settings), telemetry=telemetry,
-                               handshake_timeout=HANDSHAKE_TIMEOUT)
+        self.plane = DataPlane(RoutingTable(), ClientLimits.from_settings(settings), telemetry=telemetry)
         self.apply(resources)
 
         listeners: list[asyncio.Server] = []

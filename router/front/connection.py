@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import weakref
 from typing import TYPE_CHECKING
 
 import httptools
@@ -76,7 +77,7 @@ class DataPlane:
     """What every client connection shares: the routing table, limits, and open connections."""
 
     def __init__(self, table: RoutingTable, limits: ClientLimits | None = None, *, scheme: bytes = b"http",
-                 telemetry: Telemetry | None = None, handshake_timeout: float = 10.0) -> None:
+                 telemetry: Telemetry | None = None) -> None:
         self.table = table
         self.limits = limits or ClientLimits()
         self.max_body_bytes = self.limits.max_body_bytes
@@ -85,11 +86,10 @@ class DataPlane:
         self.cork = cork_for(self.loop)
         self.connections: set[ClientConnection] = set()
         self.per_client: dict[bytes, int] = {}  # open connections by client address (trusted proxies not counted)
-        # TLS connections accepted whose handshake is under way, by accept time: they count against
-        # --max-connections too. A failed handshake is never reported to the protocol, so an entry
-        # leaves when its connection is made, or once older than any handshake may take.
-        self.handshakes: dict[ClientConnection, float] = {}
-        self.handshake_timeout = handshake_timeout
+        # TLS connections accepted whose handshake is under way: they count against --max-connections
+        # too. A failed handshake is never reported to the protocol, but the TLS layer drops it then:
+        # an entry leaves when its connection is made, or when the connection is gone.
+        self.handshakes: weakref.WeakSet[ClientConnection] = weakref.WeakSet()
         self.mirrors = MirrorGate()
         self.telemetry = telemetry or Telemetry(metrics=False)
         self.draining = False
@@ -105,20 +105,12 @@ class DataPlane:
         """A connection accepted on the TLS listener, counted from now: its handshake is still to come."""
         conn = ClientConnection(self)
         conn.scheme = b"https"
-        self.handshakes[conn] = self.loop.time()
+        self.handshakes.add(conn)
         return conn
 
     def open_connections(self) -> int:
         """Client connections open, TLS handshakes under way included."""
-        handshakes = self.handshakes
-        if handshakes:
-            expired = self.loop.time() - self.handshake_timeout
-            while handshakes:
-                first = next(iter(handshakes))
-                if handshakes[first] > expired:
-                    break
-                del handshakes[first]
-        return len(self.connections) + len(handshakes)
+        return len(self.connections) + len(self.handshakes)
 
     def in_flight(self) -> int:
         return sum(1 for c in self.connections if c.current is not None)
@@ -163,6 +155,7 @@ class DataPlane:
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
+        "__weakref__",
         "_advancing",
         "_counted",
         "_head_bytes",
@@ -192,7 +185,9 @@ class ClientConnection(asyncio.Protocol):
         self.front = front
         self.scheme = front.scheme
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
+        # made with the connection: until then nothing refers back to this object, so a TLS handshake
+        # that fails frees it at once (see DataPlane.handshakes)
+        self.parser: httptools.HttpRequestParser
         self.peer_host = b""
         self.trusted = False  # a trusted proxy: its X-Forwarded-* are kept
         self.current: Exchange | None = None
@@ -216,9 +211,10 @@ class ClientConnection(asyncio.Protocol):
     # transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop transports are not asyncio.Transport subclasses
+        self.parser = httptools.HttpRequestParser(self)
         front = self.front
         if front.handshakes:
-            front.handshakes.pop(self, None)  # its TLS handshake is over
+            front.handshakes.discard(self)  # its TLS handshake is over
         peer = transport.get_extra_info("peername")
         host = str(peer[0]) if peer else ""
         self.peer_host = peer_host = host.encode()
