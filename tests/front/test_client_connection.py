@@ -304,3 +304,30 @@ def test_time_the_router_did_not_read_is_not_counted_against_the_body_timeout(tm
     finally:
         router.stop()
         model.process.stop()
+
+
+def test_a_timeout_acts_within_a_tenth_of_its_length_not_a_second_late(tmp_path: Path) -> None:
+    model = start_sample_model("--name", "m")
+    router = start_router(tmp_path, Config(key=KEY).deployment("main", [model.url], weight=100),
+                          "--header-timeout", "1")
+    late: list[float] = []
+
+    def half_a_head() -> None:
+        with connect(router.port, timeout=5) as s:
+            s.sendall(b"POST /api/v1/endpoint/demo/score HTTP/1.1\r\nHost: x\r\n")
+            started = time.monotonic()
+            answer = read_all(s, quiet_after=4)
+            assert status_of(answer) == 408
+            late.append(time.monotonic() - started - 1.0)
+
+    try:  # three heads started a third of a second apart: a once-a-second sweep is late for some of them
+        threads = [threading.Thread(target=half_a_head) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.33)
+        for thread in threads:
+            thread.join(10)
+        assert len(late) == 3 and max(late) < 0.3, late
+    finally:
+        router.stop()
+        model.process.stop()
