@@ -392,7 +392,7 @@ class ClientConnection(asyncio.Protocol):
 
     def flush(self) -> None:
         out, self._out = self._out, []
-        if out and self.transport is not None:
+        if out and self.transport is not None and self.phase != LINGER:  # (after write_eof: nothing more)
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def discard_rest(self) -> None:
@@ -487,6 +487,8 @@ class ClientConnection(asyncio.Protocol):
 
         Requests read whole before the bad one are answered first; the bad one is what is left
         of the connection, so nothing more is read from it."""
+        if self._closing():  # closed already, within this read (an answer that ended the connection)
+            return
         current = self.current
         if current is not None and current.response_done:
             self.close()  # answered already: what follows is not worth an answer
