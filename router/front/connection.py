@@ -314,7 +314,7 @@ class ClientConnection(asyncio.Protocol):
             if self.current.upstream is not None:
                 self.current.upstream.resume_reading()
         elif self.pipeline:
-            self._advance()  # requests that waited for the client to read the answers before them
+            self.exchange_done(None)  # requests that waited for the client to read the answers before them
 
     # parser events
     def on_message_begin(self) -> None:
@@ -346,7 +346,8 @@ class ClientConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._check_head(0)
         self._head_bytes = -1
-        if self._closing():
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.phase == LINGER:
             return  # a request behind one that closed the connection: never answered
         if self._out and len(self._out) > _CORKED_PIECES:
             self.flush()  # many answers in one read: send them now, to learn whether the client reads them
@@ -399,33 +400,36 @@ class ClientConnection(asyncio.Protocol):
         """The answer is sent, the rest of the body is read and dropped: within LINGER_S in all."""
         self.phase, self.since = DISCARD, self.front.loop.time()
 
-    def exchange_done(self, exchange: Exchange) -> None:
+    def exchange_done(self, exchange: Exchange | None) -> None:
+        """`exchange` is done: start the pipelined requests in turn, or wait for the next one. None: no
+        exchange ended, but the pipelined ones may start now (the client reads its answers again)."""
         if exchange is not self.current:
             return
-        self.current = None
-        if self.paused:
-            self.resume_reading(PENDING | UPSTREAM)  # reasons of the exchange that ended
-        if not exchange.keep_alive:
-            self.close()
-            return
-        self._advance()
-
-    def _advance(self) -> None:
-        """Start the pipelined requests in turn; when none is left, wait for the next one."""
+        if exchange is not None:
+            self.current = None
+            if self.paused:
+                self.resume_reading(PENDING | UPSTREAM)  # reasons of the exchange that ended
+            if not exchange.keep_alive:
+                self.close()
+                return
         if self._advancing:
             return  # the loop below starts the next one (no recursion through many pipelined requests)
-        self._advancing = True
-        try:
-            # nothing is started on a connection that is closing, nor for a client not reading its answers
-            while self.current is None and self.pipeline and not self.writing_paused and not self._closing():
-                self.current = self.pipeline.popleft()
-                self.phase, self.since = (BUSY if self.current.request_complete else BODY), self.front.loop.time()
-                if not self.current.request_complete or not self.pipeline:
-                    self.resume_reading(PIPELINE)  # its body, or the next requests, are still to be read
-                self.current.start()
-        finally:
-            self._advancing = False
-        if self.current is not None or self.pipeline or self._closing():
+        if self.pipeline:
+            self._advancing = True
+            try:
+                # nothing is started on a connection that is closing, nor for a client not reading its answers
+                while self.current is None and self.pipeline and not self.writing_paused and not self._closing():
+                    self.current = self.pipeline.popleft()
+                    self.phase, self.since = (BUSY if self.current.request_complete else BODY), self.front.loop.time()
+                    if not self.current.request_complete or not self.pipeline:
+                        self.resume_reading(PIPELINE)  # its body, or the next requests, are still to be read
+                    self.current.start()
+            finally:
+                self._advancing = False
+            if self.current is not None or self.pipeline:
+                return
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.phase == LINGER:
             return
         if self._refusal is not None:  # what came after the answered requests was not a valid request
             self._send_refusal(self._refusal)
