@@ -58,13 +58,14 @@ _ID_PREFIX = f"{_HEX[:8]}-{_HEX[8:12]}-{_HEX[12:]}-".encode()
 
 
 def _random_ids() -> list[bytes]:
-    """256 request ids in GUID form: 64 random bits drawn once per process, then 64 per id (one system call)."""
-    digits = os.urandom(2048).hex().encode()
-    return [_ID_PREFIX + digits[i:i + 4] + b"-" + digits[i + 4:i + 16] for i in range(0, 4096, 16)]
+    """256 request ids in GUID form: 64 random bits drawn once per process, 16 per batch and 48 per id, from
+    one system call; the hex digits are grouped in C, so an id costs little more than a concatenation."""
+    prefix = _ID_PREFIX + os.urandom(2).hex().encode() + b"-"
+    return [prefix + tail for tail in os.urandom(6 * 256).hex("-", 6).encode().split(b"-")]
 
 
 # A random id tells nothing of the requests before it (a serial number would tell their rate); drawn in
-# batches, the next one costs a C call, far less than uuid4.
+# batches, the next one is a C call, far less than uuid4.
 new_request_id: Callable[[], bytes] = itertools.chain.from_iterable(iter(_random_ids, None)).__next__
 
 

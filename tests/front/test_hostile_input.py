@@ -250,7 +250,6 @@ def test_generated_request_ids_are_random(router: RouterProcess) -> None:
                for _ in range(20)]
     assert len(set(ids)) == 20
     # before: one prefix per process and a serial number, so the next id was the last plus one
-    assert len({rid.split("-")[3] for rid in ids}) > 10
     serials = sorted(int(rid.split("-")[4], 16) for rid in ids)
     assert max(b - a for a, b in itertools.pairwise(serials)) > 1000
 
