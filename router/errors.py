@@ -14,11 +14,12 @@ class RouterError(Exception):
     code: str = "InternalError"
 
     def __init__(self, message: str, *, headers: tuple[tuple[str, str], ...] = (),
-                 deployment: str = "") -> None:
+                 deployment: str = "", detail: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.headers = headers
         self.deployment = deployment  # set once a deployment was chosen: echoed to the client
+        self.detail = detail  # for the router's log only, never the client: internal addresses, errno
 
 
 class BadRequest(RouterError):

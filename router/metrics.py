@@ -86,11 +86,12 @@ class Durations:
 class RouteStats:
     """What the requests to one (endpoint, deployment) came to; updated by the data plane."""
 
-    __slots__ = ("codes", "duration", "queue_wait", "rejections", "retries", "upstream")
+    __slots__ = ("codes", "duration", "queue_wait", "rejections", "replica_failures", "retries", "upstream")
 
     def __init__(self) -> None:
         self.codes: dict[int, int] = {}
         self.rejections: dict[str, int] = {}
+        self.replica_failures: dict[str, int] = {}  # by kind: connect, answer
         self.retries = 0
         self.duration = Durations()  # start of the request to its end
         self.upstream = Durations()  # the last attempt's dispatch to a replica to the end
@@ -174,6 +175,9 @@ class RouterCollector:
                                          "by reason", labels=[*labels, "reason"])
         retries = CounterMetricFamily(PREFIX + "retries", "Requests sent again to another replica after a "
                                       "connection failure", labels=labels)
+        failures = CounterMetricFamily(PREFIX + "replica_failures", "Replica failures, retried or not, by kind: "
+                                       "connect (counts towards ejection) or answer (invalid, cut, too large)",
+                                       labels=[*labels, "kind"])
         durations = {name: HistogramMetricFamily(PREFIX + name, text, labels=labels) for name, text in (
             ("request_duration_seconds", "Time from a request's head to the end of its answer"),
             ("upstream_duration_seconds", "Time from dispatch to a replica (the last attempt) to the end "
@@ -186,6 +190,8 @@ class RouterCollector:
             for reason, count in sorted(stats.rejections.items()):
                 rejections.add_metric([*names, reason], count)
             retries.add_metric(names, stats.retries)
+            for kind, count in sorted(stats.replica_failures.items()):
+                failures.add_metric([*names, kind], count)
             for family, state in ((durations["request_duration_seconds"], stats.duration),
                                   (durations["upstream_duration_seconds"], stats.upstream),
                                   (durations["queue_wait_seconds"], stats.queue_wait)):
@@ -194,6 +200,7 @@ class RouterCollector:
         yield requests
         yield rejections
         yield retries
+        yield failures
         yield from durations.values()
 
     def _deployments(self, plane: Plane) -> Iterator[Metric]:

@@ -42,6 +42,8 @@ from router.tls import HANDSHAKE_TIMEOUT, CertificateWatch, SecretFeed, WatchedS
 if TYPE_CHECKING:
     from router.peers.group import PeerGroup
 
+DRAIN_GRACE_S = 1.0  # on SIGTERM, idle keep-alive connections stay open at least this long
+
 
 class _AdminServer(uvicorn.Server):
     @contextlib.contextmanager
@@ -198,15 +200,9 @@ class RouterServer:
         if tls is not None:
             sock = bind(settings.host, settings.tls_port)
             self.ports["tls_port"] = sock.getsockname()[1]
-            tls_plane = self.plane
-
-            def tls_protocol() -> asyncio.Protocol:
-                conn = tls_plane.protocol()
-                conn.scheme = b"https"
-                return conn
-
-            listeners.append(await loop.create_server(tls_protocol, sock=sock, ssl=tls.tls.listener, backlog=2048,
-                                                      ssl_handshake_timeout=HANDSHAKE_TIMEOUT))
+            # counted from accept: a handshake under way holds a connection too
+            listeners.append(await loop.create_server(self.plane.tls_protocol, sock=sock, ssl=tls.tls.listener,
+                                                      backlog=2048, ssl_handshake_timeout=HANDSHAKE_TIMEOUT))
         first, *others = settings.admin_hosts
         admin_socks = [bind(first, settings.admin_port)]
         self.ports["admin_port"] = admin_socks[0].getsockname()[1]  # port 0: the others take the same one
@@ -271,6 +267,9 @@ class RouterServer:
         await asyncio.sleep(self.settings.drain_delay)
         for listener in listeners:
             listener.close()
+        # An idle keep-alive connection was never told to close: a request may be on its way. Closed
+        # only after a grace in which such a request is still answered (with `connection: close`).
+        await asyncio.sleep(max(0.0, DRAIN_GRACE_S - self.settings.drain_delay))
         self.plane.close_idle()
         # A connection closes after its last answer (draining): once none is left, all is sent.
         deadline = loop.time() + self.settings.drain_timeout
@@ -282,9 +281,13 @@ class RouterServer:
             replica.pool.close()
 
     async def _sweep_pools(self) -> None:
+        assert self.plane is not None
+        interval, pools_swept = self.plane.sweep_interval, 0.0
         while True:
-            await asyncio.sleep(1.0)
-            assert self.plane is not None
-            for replica in self.plane.table.replicas.values():
-                replica.pool.sweep()
+            await asyncio.sleep(interval)
+            now = self.plane.loop.time()
+            if now - pools_swept >= 1.0:
+                pools_swept = now
+                for replica in self.plane.table.replicas.values():
+                    replica.pool.sweep()
             self.plane.sweep()  # client connections over their time limits

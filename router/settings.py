@@ -158,9 +158,10 @@ class RouterSettings:
     max_request_body_bytes: int = setting(
         100 * 1024 * 1024, "a larger request body gets 413 (models take tensors, not uploads)",
         group="limits and timeouts", unit="bytes", accepts=at_least(1))
-    max_header_count: int = setting(100, "headers in one request; 431 beyond", group="limits and timeouts",
+    max_header_count: int = setting(100, "headers in one request (trailers of a chunked body too); 431 beyond",
+                                    group="limits and timeouts",
                                     accepts=at_least(1))
-    max_header_bytes: int = setting(32 * 1024, "request line and headers together; 431 beyond",
+    max_header_bytes: int = setting(32 * 1024, "request line and headers together (trailers too); 431 beyond",
                                     group="limits and timeouts", unit="bytes", accepts=at_least(1))
     max_url_bytes: int = setting(8 * 1024, "request URL length; 414 beyond", group="limits and timeouts",
                                  unit="bytes", accepts=at_least(1))
@@ -171,8 +172,15 @@ class RouterSettings:
                                   unit="s", accepts=above(0))
     keepalive_timeout: float = setting(60.0, "an idle client connection is closed after this",
                                        group="limits and timeouts", unit="s", accepts=above(0))
-    max_connections: int = setting(10_000, "open client connections; a new one beyond gets 503 and is closed",
+    max_connections: int = setting(10_000, "open client connections, TLS handshakes included; a new one beyond "
+                                   "gets 503",
                                    group="limits and timeouts", accepts=at_least(1))
+    max_connections_per_client: int = setting(
+        0, "open connections from one client address (503 beyond; a trusted proxy is not counted); 0: a tenth "
+        "of --max-connections",
+        group="limits and timeouts", accepts=at_least(0))
+    send_timeout: float = setting(60.0, "abort a client connection whose pending output has not moved for this long",
+                                  group="limits and timeouts", unit="s", accepts=above(0))
     # drain
     drain_delay: float = setting(
         0.0, "on SIGTERM, keep serving this long with /readyz failing, so load balancers stop sending",

@@ -8,7 +8,7 @@ parent id is the router's own span, new for each request:
   exports its spans (the flag says the caller "may have recorded" the trace).
 Ids must be unique, not secret: a new trace id is a random part drawn once per process
 and 64 bits from `random.getrandbits` (as OpenTelemetry's own generator), a span id a
-random per-process part and the request's serial number (the request id's serial).
+random per-process part and the request's serial number.
 
 Export (`SpanExport`) is off by default and needs the `otel` extra
 (`pip install -e '.[otel]'` in the checkout); the OpenTelemetry SDK is imported only here,

@@ -180,3 +180,25 @@ def test_a_request_half_received_when_the_drain_closes_idle_connections_is_answe
         assert router.process.wait(10) == 0
     finally:
         router.stop()
+
+
+def test_with_no_drain_delay_an_idle_connection_still_gets_an_answer_to_a_request_sent_at_sigterm(
+        tmp_path: Path, sample_model_factory: Callable[..., SampleModel]) -> None:
+    model = sample_model_factory()
+    router = start_router(tmp_path, Config().deployment("blue", [model.url], weight=100))  # --drain-delay 0
+    try:
+        idle = http.client.HTTPConnection("127.0.0.1", router.port, timeout=10)
+        idle.request("POST", "/api/v1/endpoint/demo/score", body=b"{}", headers=router.auth)
+        answer = idle.getresponse()
+        assert answer.status == 200 and not answer.will_close
+        answer.read()
+        router.process.terminate()
+        time.sleep(0.3)  # a request on its way as the drain begins: before, it met a closed connection
+        idle.request("POST", "/api/v1/endpoint/demo/score", body=b"{}", headers=router.auth)
+        answer = idle.getresponse()
+        assert answer.status == 200 and answer.will_close  # answered, and told to close
+        answer.read()
+        idle.close()
+        assert router.process.wait(10) == 0
+    finally:
+        router.stop()

@@ -59,9 +59,13 @@ class DeploymentBalancer:
     def acquire(self, now: float, exclude: tuple[Replica, ...] = (), *, jump: bool = False) -> Replica | None:
         """A replica for a new request, its slot taken; None: queue it (or refuse it).
 
-        Requests already queued go first, unless `jump` (a retry that already had its turn).
+        Requests already queued go first, unless `jump` (a retry that already had its turn). Retries wait
+        at the head of the queue and plain requests behind them, so when the last one waiting is a retry,
+        every waiter is one: the free slots are those no waiter can use (`dispatch` gave them otherwise),
+        and a new request may take one.
         """
-        if self.queue and not jump:
+        queue = self.queue
+        if queue and not jump and not queue[-1].tried:
             return None
         return self._choose(now, exclude, position=len(self.queue), budget=self.max_queue_wait)
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 EWMA_WEIGHT = 0.3  # share of a new (faster) sample in the estimate
 DECAY_S = 5.0  # an idle replica's estimate halves its distance to the best this often
-FAILURES_TO_EJECT = 3  # consecutive connection failures before a replica is ejected
+FAILURES_TO_EJECT = 3  # consecutive failures to connect before a replica is ejected
 EJECT_BASE_S = 1.0  # first ejection; doubles on each repeated ejection ...
 EJECT_MAX_S = 30.0  # ... up to this
 SLOW_START_S = 5.0  # a new or returning replica ramps from 10 % to a full share over this
@@ -49,15 +49,17 @@ class Replica:
         self.started = now  # for slow start
         self.pool: Any = None  # the connection pool, attached by the proxy layer
 
-    def observe(self, latency_ms: float, now: float, *, answered: bool = True) -> bool:
-        """A time to first byte (or, not `answered`, time spent without one: a timeout).
+    def observe(self, latency_ms: float | None, now: float, *, answered: bool = True) -> bool:
+        """A time to first byte (or, not `answered`, time spent without one: a timeout); None: an answer
+        that is no sample of the replica's latency (it came early, or the client held it back).
 
         True when the answer ends an ejection."""
-        if latency_ms >= self.latency_ms or self.latency_ms == 0.0:
-            self.latency_ms = latency_ms
-        else:
-            self.latency_ms += (latency_ms - self.latency_ms) * EWMA_WEIGHT
-        self.last_sample = now
+        if latency_ms is not None:
+            if latency_ms >= self.latency_ms or self.latency_ms == 0.0:
+                self.latency_ms = latency_ms
+            else:
+                self.latency_ms += (latency_ms - self.latency_ms) * EWMA_WEIGHT
+            self.last_sample = now
         if not answered:
             return False
         self.consecutive_failures = 0

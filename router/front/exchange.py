@@ -53,6 +53,7 @@ _NO_BODY_STATUS = frozenset({204, 304})
 # the replica's header lines the client never sees: hop-by-hop ones, and those the router sets itself
 _RESPONSE_SKIP = re.compile(rb"\r\n(?:%s)[ \t]*:[^\r]*" % b"|".join(sorted(
     HOP_BY_HOP | {b"x-request-id", b"azureml-model-deployment", b"x-ms-client-request-id"})), re.IGNORECASE)
+_CONNECTION = re.compile(rb"\r\nconnection[ \t]*:([^\r]*)", re.IGNORECASE)
 _passed_on: dict[bytes, bytes] = {}  # the replica's header lines, less those skipped (they repeat: see upstream)
 
 
@@ -60,6 +61,12 @@ def passed_on(fields: bytes) -> bytes:
     kept = _passed_on.get(fields)
     if kept is None:
         kept = _RESPONSE_SKIP.sub(b"", fields)
+        # and the headers the replica's Connection header names: they were for its hop only (RFC 9110 §7.6.1)
+        named = {token.strip().lower() for value in _CONNECTION.findall(fields) for token in value.split(b",")}
+        named -= {b"", b"close", b"keep-alive"}
+        if named:
+            kept = re.sub(rb"\r\n(?:%s)[ \t]*:[^\r]*" % b"|".join(re.escape(name) for name in sorted(named)), b"",
+                          kept, flags=re.IGNORECASE)
         if len(fields) <= CACHED_BYTES:
             if len(_passed_on) >= CACHED_HEADS:
                 _passed_on.clear()
@@ -74,8 +81,8 @@ MAX_ATTEMPTS = 3  # replicas tried for one request, when nothing was sent to the
 
 
 class Exchange:
-    __slots__ = ("_chunked_response", "_connecting", "_continued", "_deadlines", "_deferred", "_queue_timer",
-                 "admitted_at", "attempts", "balancer", "body_bytes", "bytes_out", "client", "deadline",
+    __slots__ = ("_chunked_response", "_connecting", "_continued", "_deadlines", "_deferred", "_failure", "_held",
+                 "_queue_timer", "admitted_at", "attempts", "balancer", "body_bytes", "bytes_out", "client", "deadline",
                  "deployment", "discard", "dispatched_at", "head", "keep_alive", "mirror", "pending",
                  "pending_bytes", "queued", "replica", "request_complete", "request_forwarded", "response_done",
                  "response_started", "started", "status", "target", "tried", "upstream")
@@ -96,7 +103,7 @@ class Exchange:
         self.attempts = 0
         self.tried: tuple[Replica, ...] = ()
         self.deadline = 0.0  # for the balancer's queue: when waiting ends
-        self.dispatched_at = 0.0
+        self.dispatched_at = 0.0  # when the whole request was handed to the replica's connection
         self.started = self.admitted_at = 0.0  # perf_counter() at start() and at the last admission
         self.queued = 0.0  # seconds from start() to the first admission
         self.bytes_out = self.status = 0  # answer body bytes sent to the client; the replica's status
@@ -105,6 +112,8 @@ class Exchange:
         self.discard = False  # the request body is read but no longer forwarded
         self._chunked_response = self._continued = False
         self._deferred: RouterError | None = None  # an error found before this request's turn to answer
+        self._failure: BadGateway | None = None  # the last replica failure, for a retry that finds no slot
+        self._held = False  # the answer was held back for a client not reading: its timing is not the replica's
         self._connecting: asyncio.Task[None] | None = None
         self._deadlines: Deadlines | None = None  # where this request's timeout is kept
         self._queue_timer: asyncio.TimerHandle | None = None
@@ -172,6 +181,8 @@ class Exchange:
         replica = self.balancer.expire(self, now)
         if replica is not None:
             self._admit(replica)
+        elif self._failure is not None:  # a retry with nowhere to go: the failure is the answer
+            self._fail(self._failure)
         else:
             self._refuse_overload(now)
 
@@ -187,7 +198,7 @@ class Exchange:
         self.replica = replica
         self.attempts += 1
         self.tried += (replica,)
-        self.dispatched_at = front.loop.time()
+        self.dispatched_at = 0.0
         self.admitted_at = perf_counter()
         if self.attempts == 1:
             self.queued = self.admitted_at - self.started
@@ -205,7 +216,7 @@ class Exchange:
             conn = await replica.pool.connect()
         except BadGateway as error:
             self._connecting = None
-            self._replica_failed(error, retryable=True)
+            self._replica_failed(error, retryable=True, connect=True)
             return
         self._connecting = None
         if self.replica is not replica:  # ended while connecting: keep the fresh connection
@@ -217,7 +228,7 @@ class Exchange:
         self.upstream = conn
         conn.serve(self)
         if self.client.writing_paused:  # the client is not keeping up: hold the answer back from the start
-            conn.pause_reading()
+            self.hold_answer()
         client, replica = self.client, self.replica
         assert replica is not None
         conn.write(upstream_head(self.head, self.target, replica.host_header, client.peer_host, client.scheme))
@@ -280,6 +291,14 @@ class Exchange:
         if self.head.chunked and self.upstream is not None:
             self.upstream.write(b"0\r\n\r\n")
         self.request_forwarded = True
+        # the replica's latency counts from here: the time a client takes to upload is not the replica's
+        self.dispatched_at = self.client.front.loop.time()
+
+    def hold_answer(self) -> None:
+        """The client does not read as fast as the answer comes: stop reading the replica meanwhile."""
+        if self.upstream is not None:
+            self._held = True
+            self.upstream.pause_reading()
 
     def pause_request_body(self) -> None:
         self.client.pause_reading(UPSTREAM)
@@ -288,21 +307,29 @@ class Exchange:
         self.client.resume_reading(UPSTREAM)
 
     # -- answer, from the replica ---------------------------------------------------------
-    def on_response_head(self, status: int, reason: bytes, fields: bytes, content_length: bool) -> None:
+    def on_response_head(self, status: int, reason: bytes, fields: bytes, content_length: bool,
+                         codings: bytes = b"") -> None:
         assert self.deployment is not None and self.replica is not None
         now = self.client.front.loop.time()
-        if self.replica.observe((now - self.dispatched_at) * 1000, now):
+        # time to first byte from the whole request sent; an early answer (before that) or one held back
+        # for the client is no sample of the replica's latency, but still an answer
+        sample = (now - self.dispatched_at) * 1000 if self.request_forwarded and not self._held else None
+        if self.replica.observe(sample, now):
             logs.event("replica.returned", deployment=self.deployment.name, replica=self.replica.url)
+        framing = b""
+        if not content_length and status not in _NO_BODY_STATUS:
+            if self.head.http11:  # re-chunked; a coding the replica applied (gzip, ...) is kept, and said
+                framing = b"\r\ntransfer-encoding: %s, chunked" % codings if codings else \
+                    b"\r\ntransfer-encoding: chunked"
+                self._chunked_response = True
+            elif codings:  # an HTTP/1.0 client knows no transfer codings: it cannot get this body intact
+                self._fail(BadGateway("the replica's answer has a transfer coding an HTTP/1.0 client cannot read"))
+                return
+            else:  # an HTTP/1.0 client: the end of the connection ends the answer
+                self.keep_alive = False
         self.response_started = True
         self.status = status
         self.pending = None
-        framing = b""
-        if not content_length and status not in _NO_BODY_STATUS:
-            if self.head.http11:
-                framing = b"\r\ntransfer-encoding: chunked"
-                self._chunked_response = True
-            else:  # an HTTP/1.0 client: the end of the connection ends the answer
-                self.keep_alive = False
         head = self.head
         client_id = b"\r\nx-ms-client-request-id: " + head.client_request_id if head.client_request_id else b""
         close = b""
@@ -324,7 +351,9 @@ class Exchange:
             self.client.write(b"0\r\n\r\n")
         conn, self.upstream = self.upstream, None
         if conn is not None:
-            if keep_alive and self.request_forwarded:
+            # pooled only in step (the whole request sent) and idle (nothing of it still buffered, so the
+            # next request on it starts with its back-pressure intact)
+            if keep_alive and self.request_forwarded and conn.drained():
                 conn.pool.release(conn)
             else:
                 conn.close()
@@ -341,16 +370,25 @@ class Exchange:
         self.upstream = None  # the connection closed itself
         self._replica_failed(error, retryable=not sent)
 
-    def _replica_failed(self, error: BadGateway, *, retryable: bool) -> None:
+    def _replica_failed(self, error: BadGateway, *, retryable: bool, connect: bool = False) -> None:
+        """`replica` failed this request; only a failure to `connect` counts towards its ejection (an
+        invalid or cut answer may be the request's doing: a few poison requests must not eject it)."""
         replica, front = self.replica, self.client.front
         if replica is None or self.response_done:
             return
         now = front.loop.time()
         assert self.balancer is not None
-        others = any(r is not replica and not r.ejected(now) for r in self.balancer.replicas)
-        if replica.fail(now, may_eject=others):
-            logs.event("replica.ejected", level=logging.WARNING, deployment=self.balancer.key, replica=replica.url,
-                       seconds=round(replica.ejected_until - now, 1), reason=error.message)
+        # the client's error says nothing of the replica's address or errno: the log does
+        logs.event("replica.failed", level=logging.WARNING, deployment=self.balancer.key, replica=replica.url,
+                   request_id=self.head.request_id.decode(), reason=error.detail or error.message)
+        front.telemetry.replica_failed(self, "connect" if connect else "answer")
+        self._failure = error
+        if connect:
+            others = any(r is not replica and not r.ejected(now) for r in self.balancer.replicas)
+            if replica.fail(now, may_eject=others):
+                logs.event("replica.ejected", level=logging.WARNING, deployment=self.balancer.key,
+                           replica=replica.url, seconds=round(replica.ejected_until - now, 1),
+                           reason=error.detail or error.message)
         untried = any(r not in self.tried for r in self.balancer.replicas)
         if retryable and untried and not self.response_started and self.attempts < MAX_ATTEMPTS and (
                 self.pending is not None or not self.body_bytes):
@@ -369,7 +407,15 @@ class Exchange:
         """The request timeout ran out."""
         self._deadlines = None
         assert self.deployment is not None
-        if self.replica is not None:  # a replica that hangs is a slow replica
+        if self.replica is None and self._queue_timer is not None:  # still waiting for a slot: never got one
+            if self._failure is not None:
+                self._fail(self._failure)
+            else:
+                self._refuse_overload(self.client.front.loop.time())
+            return
+        # a replica that hangs is a slow replica; one held up by its client (a slow upload, an answer
+        # the client does not read) is not
+        if self.replica is not None and self.request_forwarded and not self.response_started and not self._held:
             now = self.client.front.loop.time()
             self.replica.observe((now - self.dispatched_at) * 1000, now, answered=False)
         self._fail(GatewayTimeout(f"deployment {self.deployment.name!r} did not answer within "
@@ -449,9 +495,12 @@ class Exchange:
         self.discard = True
         self.pending = None
         if not self.request_complete:
-            left = None if self.head.content_length is None else self.head.content_length - self.body_bytes
+            # without Content-Length or chunking a request has no body (RFC 9112 §6.3): nothing is left
+            left = None if self.head.chunked else (self.head.content_length or 0) - self.body_bytes
             if left is None or left > _DISCARD_LIMIT:
-                self.keep_alive = False
+                self.keep_alive = False  # a lingering close (see ClientConnection.close)
+            elif self.client.current is self:
+                self.client.discard_rest()
             self.client.resume_reading(PENDING | UPSTREAM)
 
     def _maybe_done(self) -> None:

@@ -12,6 +12,9 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 MAX_BODY_BYTES = 100 * 1024 * 1024  # the default limit of a request body
+# One client address may hold at most this share of --max-connections by default: it takes ten
+# addresses, not one, to fill the router, while a NAT or a node's SNAT still gets a large share.
+PER_CLIENT_SHARE = 10
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -23,7 +26,9 @@ class ClientLimits:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     keepalive_timeout: float = 60.0
+    send_timeout: float = 60.0
     max_connections: int = 10_000
+    max_connections_per_client: int = 1_000
     trusted_proxies: tuple[Network, ...] = field(default=())
 
     @classmethod
@@ -34,10 +39,17 @@ class ClientLimits:
                 networks.append(ipaddress.ip_network(item, strict=False))
             except ValueError:
                 raise ConfigError([f"trusted_proxies: {item!r} is not an address or network"]) from None
+        if not settings.send_timeout > 0:
+            raise ConfigError([f"send_timeout: must be a positive number of seconds, got {settings.send_timeout}"])
+        if settings.max_connections_per_client < 0:
+            raise ConfigError([f"max_connections_per_client: must be 0 (a tenth of max_connections) or more, "
+                               f"got {settings.max_connections_per_client}"])
+        per_client = settings.max_connections_per_client or max(1, settings.max_connections // PER_CLIENT_SHARE)
         return cls(max_body_bytes=settings.max_request_body_bytes, max_header_count=settings.max_header_count,
                    max_header_bytes=settings.max_header_bytes, max_url_bytes=settings.max_url_bytes,
                    header_timeout=settings.header_timeout, body_timeout=settings.body_timeout,
-                   keepalive_timeout=settings.keepalive_timeout, max_connections=settings.max_connections,
+                   keepalive_timeout=settings.keepalive_timeout, send_timeout=settings.send_timeout,
+                   max_connections=settings.max_connections, max_connections_per_client=per_client,
                    trusted_proxies=tuple(networks))
 
     def trusts(self, host: str) -> bool:

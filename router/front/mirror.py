@@ -145,7 +145,7 @@ class MirrorCopy:
             self._task = None
         conn, self._conn = self._conn, None
         if conn is not None:
-            if conn_ok:
+            if conn_ok and conn.drained():
                 conn.pool.release(conn)
             else:
                 conn.close()
@@ -159,7 +159,8 @@ class MirrorCopy:
             replica.pool.close()
 
     # the upstream connection's sink: the answer is read and dropped
-    def on_response_head(self, status: int, reason: bytes, fields: bytes, content_length: bool) -> None:
+    def on_response_head(self, status: int, reason: bytes, fields: bytes, content_length: bool,
+                         codings: bytes) -> None:
         if self.replica is not None:
             now = self._front.loop.time()
             self.replica.observe((now - self.started) * 1000, now)

@@ -8,8 +8,10 @@ and a replica, or raises the `RouterError` the client gets.
 from __future__ import annotations
 
 import hmac
+import itertools
 import os
 import re
+from collections.abc import Callable
 
 from router.balancing.table import SCORE, DeploymentRoute, EndpointRoute, RoutingTable, endpoint_name
 from router.errors import (
@@ -33,26 +35,38 @@ HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"tra
 # What the router does with a request header, by its name. Names are looked up as they come, in
 # lower case and in the usual capitalization, so most headers cost one lookup and no lower-casing.
 (FORWARD, DROP, AUTHORIZATION, HOST, CONTENT_LENGTH, TRANSFER_ENCODING, REQUEST_ID, PIN, EXPECT, CONNECTION,
- TRACEPARENT, CLIENT_ID, FORWARDED_FOR, FORWARDED_PROTO, FORWARDED_HOST) = range(15)
+ TRACEPARENT, CLIENT_ID, FORWARDED_FOR, FORWARDED_PROTO, FORWARDED_HOST, PROXY_SAYS) = range(16)
+# What proxies tell the model of the client and the original request, and models (and their frameworks)
+# believe: kept only from a trusted proxy, like X-Forwarded-*; from anyone else, dropped.
+PROXY_HEADERS = (b"forwarded", b"x-forwarded-port", b"x-forwarded-prefix", b"x-forwarded-server",
+                 b"x-forwarded-ssl", b"x-forwarded-scheme", b"x-real-ip", b"x-client-ip", b"true-client-ip",
+                 b"x-original-url", b"x-original-uri", b"x-rewrite-url")
 _KINDS = {b"authorization": AUTHORIZATION, b"host": HOST, b"content-length": CONTENT_LENGTH,
           b"transfer-encoding": TRANSFER_ENCODING, b"x-request-id": REQUEST_ID, b"azureml-model-deployment": PIN,
           b"expect": EXPECT, b"connection": CONNECTION, b"traceparent": TRACEPARENT,
           b"x-ms-client-request-id": CLIENT_ID, b"x-forwarded-for": FORWARDED_FOR,
           b"x-forwarded-proto": FORWARDED_PROTO, b"x-forwarded-host": FORWARDED_HOST,
           **dict.fromkeys(HOP_BY_HOP - {b"connection", b"transfer-encoding"}, DROP),
-          **dict.fromkeys((b"content-type", b"accept", b"user-agent", b"accept-encoding"), FORWARD)}
+          **dict.fromkeys((b"content-type", b"accept", b"user-agent", b"accept-encoding"), FORWARD),
+          **dict.fromkeys(PROXY_HEADERS, PROXY_SAYS)}
 _KINDS |= {b"-".join(part.capitalize() for part in name.split(b"-")): kind for name, kind in _KINDS.items()}
 _KINDS |= {b"X-Request-ID": REQUEST_ID, b"TE": DROP}
 
 
-def new_request_id() -> bytes:
-    """New request ids: a random per-process prefix and a serial number, in GUID form. Unique
-    across router replicas and restarts, and far cheaper than uuid4 per request."""
-    return _ID_PREFIX + request_ids(b"")[0]
+_HEX = os.urandom(8).hex()
+_ID_PREFIX = f"{_HEX[:8]}-{_HEX[8:12]}-{_HEX[12:]}-".encode()
 
 
-_HEX = os.urandom(10).hex()
-_ID_PREFIX = f"{_HEX[:8]}-{_HEX[8:12]}-{_HEX[12:16]}-{_HEX[16:]}-".encode()
+def _random_ids() -> list[bytes]:
+    """256 request ids in GUID form: 64 random bits drawn once per process, 16 per batch and 48 per id, from
+    one system call; the hex digits are grouped in C, so an id costs little more than a concatenation."""
+    prefix = _ID_PREFIX + os.urandom(2).hex().encode() + b"-"
+    return [prefix + tail for tail in os.urandom(6 * 256).hex("-", 6).encode().split(b"-")]
+
+
+# A random id tells nothing of the requests before it (a serial number would tell their rate); drawn in
+# batches, the next one is a C call, far less than uuid4.
+new_request_id: Callable[[], bytes] = itertools.chain.from_iterable(iter(_random_ids, None)).__next__
 
 
 class RequestHead:
@@ -76,6 +90,7 @@ class RequestHead:
         self.connection_tokens = self.transfer_encoding = b""
         self.forwarded_for = self.forwarded_proto = self.forwarded_host = b""
         request_id = self.caller_traceparent = b""
+        hosts = 0
         kinds = _KINDS
         for name, value in headers:
             kind = kinds.get(name)
@@ -87,6 +102,7 @@ class RequestHead:
                 self.authorization = value
             elif kind == HOST:
                 self.host = value
+                hosts += 1
             elif kind == CONTENT_LENGTH:
                 self.content_length = int(value)  # the parser has checked it is one number
             elif kind == TRANSFER_ENCODING:
@@ -109,21 +125,25 @@ class RequestHead:
                 else:  # refused in check(), never echoed
                     self.client_request_id, self.bad_client_request_id = b"", True
             elif trusted:  # X-Forwarded-* from a trusted proxy: kept (and extended)
-                if kind == FORWARDED_FOR:
+                if kind == PROXY_SAYS:
+                    fields.append(b"%s: %s\r\n" % (name, value))
+                elif kind == FORWARDED_FOR:
                     self.forwarded_for = value
                 elif kind == FORWARDED_PROTO:
                     self.forwarded_proto = value
                 elif kind == FORWARDED_HOST:
                     self.forwarded_host = value
-        number, self.traceparent = request_ids(self.caller_traceparent)  # the caller's trace or a new one
-        self.request_id = request_id if request_id and GUID.fullmatch(request_id) else _ID_PREFIX + number
+        self.traceparent = request_ids(self.caller_traceparent)[1]  # the caller's trace or a new one
+        self.request_id = request_id if request_id and GUID.fullmatch(request_id) else new_request_id()
         if self.connection_tokens and self.connection_tokens not in (b"keep-alive", b"close"):
             named = {t.strip() for t in self.connection_tokens.split(b",")}  # headers only for this connection
             fields = [line for line in fields if line[:line.index(b":")].lower() not in named]
         self.fields = b"".join(fields)
         # what refuses the request whatever its route (answered in its turn, see Exchange.start)
         self.refusal: RouterError | None = None
-        if self.bad_client_request_id:
+        if hosts > 1:  # which one the request is for is ambiguous (RFC 9112 §3.2)
+            self.refusal = BadRequest("more than one Host header")
+        elif self.bad_client_request_id:
             self.refusal = BadRequest("x-ms-client-request-id must be 1 to 40 letters, digits, '-' or '_'")
         elif self.content_length is not None and self.content_length > max_body_bytes:
             self.refusal = PayloadTooLarge(f"the request body is over the limit of {max_body_bytes} bytes")
@@ -137,16 +157,16 @@ def _shown(name: str) -> str:
     return repr(name if len(name) <= 64 else name[:64] + "...")
 
 
-def bearer(authorization: bytes, what: str) -> bytes:
+def bearer(authorization: bytes) -> bytes:
     scheme, _, token = authorization.partition(b" ")
     token = token.strip()
-    if scheme.lower() != b"bearer" or not token:
-        raise Unauthorized(f"missing {what}: send 'Authorization: Bearer <{what}>'")
+    if scheme.lower() != b"bearer" or not token:  # the same words for every endpoint: they tell none apart
+        raise Unauthorized("missing key or token: send 'Authorization: Bearer <key or token>'")
     return token
 
 
 def authorize(authorization: bytes, keys: tuple[bytes, ...]) -> None:
-    token = bearer(authorization, "key")
+    token = bearer(authorization)
     matched = False
     for key in keys:  # compare with every key, so timing does not tell which one matched
         matched |= hmac.compare_digest(token, key)
@@ -155,22 +175,29 @@ def authorize(authorization: bytes, keys: tuple[bytes, ...]) -> None:
 
 
 def resolve(table: RoutingTable, head: RequestHead) -> tuple[EndpointRoute, DeploymentRoute, int]:
-    """The endpoint and deployment a request goes to, and whether it scores or asks for swagger."""
+    """The endpoint and deployment a request goes to, and whether it scores or asks for swagger.
+
+    Nothing that tells whether an endpoint exists (404, 405) is said before the caller is authenticated."""
     hit = table.paths.get(head.target)  # one lookup: the table knows every scoring path
     if hit is None:
         name = endpoint_name(head.target)  # which error: another route, or an unknown endpoint
         if name is None:
             raise NotFound("no such route: use /api/v1/endpoint/{endpoint}/score")
+        # an unknown endpoint answers as a known one with a wrong key, except to a holder of some
+        # endpoint's key (a caller who mistyped a name is told so)
+        if not any(head.authorization in known.authorizations for known in table.endpoints.values()):
+            bearer(head.authorization)
+            raise Unauthorized("invalid key")
         raise NotFound(f"endpoint {_shown(name)} not found")
     endpoint, kind = hit
     name = endpoint.name
+    if endpoint.tokens is not None:
+        endpoint.tokens.check(bearer(head.authorization))
+    elif head.authorization not in endpoint.authorizations:
+        authorize(head.authorization, endpoint.keys)
     expected = b"POST" if kind == SCORE else b"GET"
     if head.method != expected:
         raise MethodNotAllowed(f"use {expected.decode()} here", headers=(("allow", expected.decode()),))
-    if endpoint.tokens is not None:
-        endpoint.tokens.check(bearer(head.authorization, "token"))
-    elif head.authorization not in endpoint.authorizations:
-        authorize(head.authorization, endpoint.keys)
     if head.pinned:
         deployment = endpoint.deployments.get(head.pinned.decode("latin-1"))
         if deployment is None:

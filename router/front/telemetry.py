@@ -100,6 +100,15 @@ class Telemetry:
                 if traced:
                     self.span_records.append(record)
 
+    def replica_failed(self, ex: Exchange, kind: str) -> None:
+        """A replica failed `ex`: `connect` (counts towards its ejection) or `answer` (invalid, cut, too big)."""
+        if self.metrics:
+            route = ex.deployment
+            stats = route.stats if route is not None else None
+            if stats is None:
+                stats = self._route_stats(ex, route)
+            stats.replica_failures[kind] = stats.replica_failures.get(kind, 0) + 1
+
     def refused(self, error: RouterError, request_id: bytes, peer: bytes) -> None:
         """A request refused before it was read whole (malformed, over a limit, too many connections)."""
         if self.metrics:

@@ -25,7 +25,8 @@ from router.proxy.cork import cork_for
 class ResponseSink(Protocol):
     """What an upstream connection reports to the exchange it serves."""
 
-    def on_response_head(self, status: int, reason: bytes, fields: bytes, content_length: bool) -> None: ...
+    def on_response_head(self, status: int, reason: bytes, fields: bytes, content_length: bool,
+                         codings: bytes) -> None: ...
     def on_response_body(self, data: bytes) -> None: ...
     def on_response_end(self, keep_alive: bool) -> None: ...
     def on_upstream_error(self, error: BadGateway, sent: bool) -> None: ...
@@ -35,19 +36,29 @@ class ResponseSink(Protocol):
 
 MAX_HEAD_BYTES = 64 * 1024  # an answer's status line and headers
 # the headers that frame an answer's body (the parser checks their values)
-_FRAMING = re.compile(rb"\r\n(content-length|transfer-encoding)[ \t]*:", re.IGNORECASE)
+_FRAMING = re.compile(rb"\r\n(content-length|transfer-encoding)[ \t]*:([^\r]*)", re.IGNORECASE)
 # A replica sends the same header lines again and again (Date changes once a second, Content-Length
 # with the answer's size): what they say of the framing is looked up, not searched for, most times.
-_framing_of: dict[bytes, tuple[bool, bool]] = {}
+_framing_of: dict[bytes, tuple[bool, bool, bytes]] = {}
 CACHED_HEADS, CACHED_BYTES = 1024, 2048  # caches of header blocks: at most 2 MiB
 
 
-def framing(fields: bytes) -> tuple[bool, bool]:
-    """Whether header lines `fields` have a Content-Length, and a Transfer-Encoding."""
+def framing(fields: bytes) -> tuple[bool, bool, bytes]:
+    """What header lines `fields` say of the body: a Content-Length; chunked (the last transfer coding,
+    RFC 9112 §6.3: any other last coding means the body ends with the connection); and the other transfer
+    codings (gzip, ...), which the body still has once de-chunked and the client must be told of."""
     found = _framing_of.get(fields)
     if found is None:
-        names = [len(name) for name in _FRAMING.findall(fields)]
-        found = (14 in names, 17 in names)  # len("content-length"), len("transfer-encoding")
+        content_length, codings = False, []
+        for name, value in _FRAMING.findall(fields):
+            if len(name) == 14:  # len("content-length")
+                content_length = True
+            else:
+                codings += [c for c in (part.strip().lower() for part in value.split(b",")) if c]
+        chunked = bool(codings) and codings[-1] == b"chunked"
+        # identity is no coding (RFC 9112 removed it): nothing to tell
+        kept = b", ".join(c for c in (codings[:-1] if chunked else codings) if c != b"identity")
+        found = (content_length, chunked, kept)
         if len(fields) <= CACHED_BYTES:
             if len(_framing_of) >= CACHED_HEADS:
                 _framing_of.clear()
@@ -67,7 +78,7 @@ class UpstreamConnection(asyncio.Protocol):
     end): the header lines are handed on as one block, with no call per header."""
 
     __slots__ = ("_cork", "_done", "_head", "_head_size", "_keep_alive", "_out", "_surplus", "_until_close",
-                 "closed", "idle_since", "parser", "pool", "sent", "sink", "transport")
+                 "closed", "idle_since", "parser", "pool", "sent", "sink", "transport", "writing_paused")
 
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
@@ -76,6 +87,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink: ResponseSink | None = None
         self.closed = False
         self.sent = False  # whether any byte of the current exchange left for the replica
+        self.writing_paused = False  # the replica is not reading what is written as fast as it comes
         self.idle_since = 0.0
         self._head: list[bytes] | None = None  # what came of an answer whose head is not complete
         self._head_size = 0
@@ -108,7 +120,7 @@ class UpstreamConnection(asyncio.Protocol):
             if isinstance(exc, httptools.HttpParserCallbackError) and not self._done:
                 logs.logger.error("upstream.callback_failed", exc_info=exc.__context__)
             if not self._done:
-                self._fail(f"invalid answer from the replica: {exc}")
+                self._fail("invalid answer from the replica", detail=f"invalid answer from the replica: {exc}")
                 return
             self._surplus = True  # garbage after a complete answer: finish it, drop the connection
         if self._done:
@@ -133,12 +145,20 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool.forget(self)
 
     def pause_writing(self) -> None:
+        self.writing_paused = True
         if self.sink is not None:
             self.sink.pause_request_body()
 
     def resume_writing(self) -> None:
+        self.writing_paused = False
         if self.sink is not None:
             self.sink.resume_request_body()
+
+    def drained(self) -> bool:
+        """Nothing written is still waiting to leave: fit to go back to the pool."""
+        transport = self.transport
+        return (not self.writing_paused and not self._out and transport is not None
+                and not transport.get_write_buffer_size())
 
     # parser events (after the end of an answer, bytes of another one: ignored, and the connection dropped)
     def on_message_begin(self) -> None:
@@ -162,10 +182,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._head = None
         line_end = raw.find(b"\r\n")
         fields = raw[line_end:end]  # every header line, each starting with CRLF
-        content_length, chunked = _framing_of.get(fields) or framing(fields)
+        content_length, chunked, codings = _framing_of.get(fields) or framing(fields)
         self._until_close = not (content_length or chunked or status in (204, 304))
         if self.sink is not None:  # the reason phrase: after "HTTP/1.1 200 "
-            self.sink.on_response_head(status, raw[13:line_end], fields, content_length)
+            self.sink.on_response_head(status, raw[13:line_end], fields, content_length, codings)
 
     def on_body(self, body: bytes) -> None:
         if self.sink is not None and not self._done:
@@ -208,11 +228,12 @@ class UpstreamConnection(asyncio.Protocol):
                 self.transport.abort()
         self.pool.forget(self)
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, detail: str = "") -> None:
         sink, sent = self.sink, self.sent
         self.close()
         if sink is not None:
-            sink.on_upstream_error(BadGateway(message), sent)
+            where = f"{self.pool.host}:{self.pool.port}"
+            sink.on_upstream_error(BadGateway(message, detail=f"{where}: {detail or message}"), sent)
 
     def serve(self, sink: ResponseSink) -> None:
         """Start serving an exchange: every parser event goes to `sink` until the answer ends."""
@@ -259,10 +280,12 @@ class ConnectionPool:
                 _, conn = await loop.create_connection(lambda: UpstreamConnection(self),
                                                        self.host, self.port)
         except TimeoutError:
-            raise BadGateway(f"connecting to the replica {self.host}:{self.port} timed out") from None
+            raise BadGateway("connecting to the replica timed out",
+                             detail=f"connecting to {self.host}:{self.port} timed out") from None
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
-            raise BadGateway(f"cannot connect to the replica {self.host}:{self.port}: {reason}") from None
+            raise BadGateway("cannot connect to the replica",
+                             detail=f"cannot connect to {self.host}:{self.port}: {reason}") from None
         return conn
 
     def release(self, conn: UpstreamConnection) -> None:

@@ -234,6 +234,17 @@ def test_a_retry_at_the_head_of_the_queue_does_not_block_the_others() -> None:
     assert list(b.queue) == [retry]
 
 
+def test_a_new_request_takes_a_slot_that_the_retries_waiting_cannot_use() -> None:
+    b = balancer(n=2, capacity=1)
+    a, _ = b.replicas
+    assert b.acquire(0.0) is not None and b.acquire(0.0) is not None  # both busy
+    b.enqueue(Waiter("retry", tried=(a,)), first=True)  # waits for the other replica
+    for waiter, replica in b.release(a, 0.1):  # `a` frees: the retry cannot use it
+        raise AssertionError(f"{waiter} admitted to {replica}")
+    assert b.acquire(0.2) is a  # before: refused, since the queue was not empty
+    assert b.acquire(0.2) is None  # no free slot left: it queues
+
+
 def test_a_timeout_raises_the_latency_but_does_not_end_an_ejection() -> None:
     r = Replica("http://r:1")
     for _ in range(FAILURES_TO_EJECT):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import jwt
 import pytest
 
 from router import tokens
+from tests.front.replicas import RecordingReplica
 from tests.routing import (
     Config,
     RouterProcess,
@@ -39,7 +41,7 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterProcess]:
     r = start_router(tmp_path_factory.mktemp("hostile"), config, "--max-header-count", "50",
                      "--max-header-bytes", "16384", "--max-url-bytes", "4096", "--header-timeout", "2",
                      "--body-timeout", "2", "--keepalive-timeout", "3", "--max-connections", "700",
-                     "--trusted-proxies", "127.0.0.2/32")
+                     "--max-connections-per-client", "600", "--trusted-proxies", "127.0.0.2/32")
     yield r
     r.stop()
     model.process.stop()
@@ -215,6 +217,60 @@ def test_forwarded_headers_are_replaced_unless_the_peer_is_a_trusted_proxy(route
     seen = json.loads(answer.partition(b"\r\n\r\n")[2])["headers"]
     assert seen["x-forwarded-for"] == "6.6.6.6, 127.0.0.2"
     assert (seen["x-forwarded-proto"], seen["x-forwarded-host"]) == ("https", "evil")
+
+
+def test_other_proxy_headers_from_untrusted_clients_never_reach_the_model(tmp_path: Path) -> None:
+    spoof = ("Forwarded: for=6.6.6.6;proto=https\r\nX-Forwarded-Port: 443\r\nX-Forwarded-Prefix: /admin\r\n"
+             "X-Real-IP: 6.6.6.6\r\nX-Original-URL: /admin\r\nTrue-Client-IP: 6.6.6.6\r\n")
+    with RecordingReplica() as replica:
+        proxied = start_router(tmp_path, Config(key=KEY).deployment("main", [replica.url], weight=100),
+                               "--trusted-proxies", "127.0.0.2/32")
+        try:
+            assert status_of(exchange(proxied.port, request(headers=spoof), quiet_ok=True)) == 200
+            assert status_of(exchange(proxied.port, request(headers=spoof), source="127.0.0.2", quiet_ok=True)) == 200
+        finally:
+            proxied.stop()
+    untrusted, trusted = (head.lower() for head in replica.heads)
+    for name in (b"forwarded:", b"x-forwarded-port:", b"x-forwarded-prefix:", b"x-real-ip:", b"x-original-url:",
+                 b"true-client-ip:"):
+        assert b"\r\n" + name not in untrusted, name
+        assert b"\r\n" + name in trusted, name  # a trusted proxy's are passed on
+    assert b"x-forwarded-for: 127.0.0.1" in untrusted
+
+
+def test_a_repeated_host_header_gets_400(router: RouterProcess) -> None:
+    answer = exchange(router.port, request(headers="Host: other\r\n"), quiet_ok=True)
+    assert status_of(answer) == 400 and "Host" in error_of(answer)["message"]
+    still_serving(router)
+
+
+def test_generated_request_ids_are_random(router: RouterProcess) -> None:
+    with httpx.Client(timeout=5) as client:
+        ids = [client.post(router.score_url(), headers=router.auth, content=b"{}").headers["x-request-id"]
+               for _ in range(20)]
+    assert len(set(ids)) == 20
+    # before: one prefix per process and a serial number, so the next id was the last plus one
+    serials = sorted(int(rid.split("-")[4], 16) for rid in ids)
+    assert max(b - a for a, b in itertools.pairwise(serials)) > 1000
+
+
+# -- who may learn what exists (401 before 404 and 405) --------------------------------------------------
+
+def test_endpoints_cannot_be_listed_without_a_key(router: RouterProcess) -> None:
+    unknown = "/api/v1/endpoint/nosuch/score"
+    for headers in ("", "Authorization: Bearer wrong-key-0123456789\r\n"):
+        plain = request(path=unknown).replace(f"Authorization: Bearer {KEY}\r\n".encode(), headers.encode())
+        known = request().replace(f"Authorization: Bearer {KEY}\r\n".encode(), headers.encode())
+        a, b = exchange(router.port, plain, quiet_ok=True), exchange(router.port, known, quiet_ok=True)
+        assert status_of(a) == status_of(b) == 401  # before: 404 for the unknown one
+        assert error_of(a)["message"] == error_of(b)["message"]
+    # the wrong method is told only to a caller with a key (before: 405 to anyone)
+    get = request().replace(b"POST ", b"GET ").replace(f"Authorization: Bearer {KEY}\r\n".encode(), b"")
+    assert status_of(exchange(router.port, get, quiet_ok=True)) == 401
+    assert status_of(exchange(router.port, request().replace(b"POST ", b"GET "), quiet_ok=True)) == 405
+    # a caller with a key of some endpoint who mistypes a name is told it does not exist
+    answer = exchange(router.port, request(path=unknown), quiet_ok=True)
+    assert status_of(answer) == 404 and "nosuch" in error_of(answer)["message"]
 
 
 # -- names and paths ---------------------------------------------------------------------------
