@@ -81,7 +81,7 @@ image: $(VENV)/.installed image-tools
 	  && podman build $(PODMAN_BUILD) --build-arg BASE="$$base" -t $(IMAGE):$(TAG) . || exit 1; \
 	new=$$(podman image inspect --format '{{.Id}}' $(IMAGE):$(TAG)); \
 	if [ -n "$$old" ] && [ "$$old" != "$$new" ]; then podman rmi "$$old" >/dev/null 2>&1 || true; fi; \
-	podman image prune -f --filter label=io.inference-router.stage=build >/dev/null
+	podman image prune -f --filter label=io.inference-router.stage=build >/dev/null 2>&1 || true  # another build may hold one
 
 # what `make image` tags: podman push "$(make -s image-name)"
 image-name:

@@ -46,7 +46,8 @@ def replica_state(router: RouterProcess) -> list[dict]:
 
 def test_a_slow_upload_does_not_set_the_replicas_latency(tmp_path: Path, sample_model_factory) -> None:
     model = sample_model_factory("--name", "m")
-    router = start_router(tmp_path, Config(key=KEY).deployment("main", [model.url], weight=100))
+    router = start_router(tmp_path, Config(key=KEY).deployment("main", [model.url], weight=100),
+                          "--debug-endpoints")
     try:
         for _ in range(3):
             assert httpx.post(router.score_url(), headers=router.auth, content=b"{}").status_code == 200
@@ -104,7 +105,7 @@ def poison_or_ok(head: bytes) -> bytes:
 def test_invalid_answers_do_not_eject_a_replica_and_are_counted(tmp_path: Path) -> None:
     with RecordingReplica(poison_or_ok) as one, RecordingReplica(poison_or_ok) as other:
         router = start_router(tmp_path, Config(key=KEY).deployment("main", [one.url, other.url], weight=100,
-                                                                   concurrency=4))
+                                                                   concurrency=4), "--debug-endpoints")
         try:
             with httpx.Client(timeout=5) as client:
                 for _ in range(8):
