@@ -137,8 +137,10 @@ def helm_test_command() -> list[str]:
 
 
 def chart_container() -> tuple[list[str], dict[str, str]]:
-    """The router container's arguments and environment as the chart renders them (plain HTTP, a short drain)."""
+    """The router container's arguments and environment as the chart renders them (plain HTTP, a short drain,
+    one replica: the peers' key is a Secret volume this test has no pod for)."""
     objects = render({"inferenceRouterServiceType": "ClusterIP", "allowInsecureConnections": True,
+                      "inferenceLoadBalancerHA": False,
                       "drain": {"preStopSeconds": 0, "delaySeconds": 1, "timeoutSeconds": 20}})
     (router,) = objects[("Deployment", NAME)]["spec"]["template"]["spec"]["containers"]
     return router["args"], {e["name"]: e["value"] for e in router["env"] if "value" in e}
