@@ -63,7 +63,9 @@ def passed_on(fields: bytes) -> bytes:
         kept = _RESPONSE_SKIP.sub(b"", fields)
         # and the headers the replica's Connection header names: they were for its hop only (RFC 9110 §7.6.1)
         named = {token.strip().lower() for value in _CONNECTION.findall(fields) for token in value.split(b",")}
-        named -= {b"", b"close", b"keep-alive"}
+        # never the framing: the answer is passed on with the replica's own framing (RFC 9110 §7.6.1 lets a
+        # sender list them, and dropping Content-Length would leave an unframed body on a kept connection)
+        named -= {b"", b"close", b"keep-alive", b"content-length", b"transfer-encoding"}
         if named:
             kept = re.sub(rb"\r\n(?:%s)[ \t]*:[^\r]*" % b"|".join(re.escape(name) for name in sorted(named)), b"",
                           kept, flags=re.IGNORECASE)

@@ -211,6 +211,14 @@ def test_headers_the_replicas_connection_header_names_are_removed(tmp_path: Path
     assert b"x-hop-secret" not in head
 
 
+def test_a_connection_header_naming_the_framing_keeps_the_framing(tmp_path: Path) -> None:
+    # removing Content-Length because Connection names it would leave an unframed body on a kept connection
+    answer = raw_answer(tmp_path, b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Content-Length\r\n"
+                                  b"content-length: 5\r\n\r\nhello")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert status_of(answer) == 200 and b"content-length: 5" in head.lower() and body == b"hello"
+
+
 def test_a_gzip_transfer_coding_ending_with_the_connection_reaches_the_client_intact(tmp_path: Path) -> None:
     payload = gzip.compress(b'{"result": [1, 2, 3]}' * 50)
     answer = raw_answer(tmp_path, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n" + payload)
