@@ -12,7 +12,6 @@ expire), so the signature is computed once per token, not once per request.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 import time
@@ -41,10 +40,19 @@ def signing_key(secret_data: Mapping[str, str], namespace: str, endpoint: str) -
     return None
 
 
-@functools.lru_cache(maxsize=1024)  # a routing table is rebuilt on every change: derive once per key
+_derived: dict[bytes, bytes] = {}  # by a digest of key and salt: no key kept in memory after its rotation
+
+
 def derived_key(primary_key: str, salt: str) -> bytes:
-    return hashlib.pbkdf2_hmac("sha256", primary_key.encode(), b"inference-router token signing:" + salt.encode(),
-                               KDF_ITERATIONS)
+    """A routing table is rebuilt on every change: derived once per key and salt."""
+    seen = hashlib.sha256(salt.encode() + b"\0" + primary_key.encode()).digest()
+    key = _derived.get(seen)
+    if key is None:
+        if len(_derived) >= 1024:
+            _derived.clear()
+        key = _derived[seen] = hashlib.pbkdf2_hmac("sha256", primary_key.encode(),
+                                                   b"inference-router token signing:" + salt.encode(), KDF_ITERATIONS)
+    return key
 
 
 def parse_ttl(text: str, name: str = "--ttl") -> int:
@@ -102,6 +110,8 @@ class TokenChecker:
             raise Unauthorized("the token is for another endpoint") from None
         except jwt.PyJWTError:
             raise Unauthorized("invalid token") from None
+        if not all(isinstance(claims[name], int | float) for name in ("exp", "iat")):  # PyJWT takes "123"
+            raise Unauthorized("invalid token")
         if claims["exp"] - claims["iat"] > MAX_TTL_S:  # what the issuer promises: a client could not mint more
             raise Unauthorized("the token's lifetime (exp - iat) is over 24 hours")
         if len(self._cache) >= _CACHE_SIZE:

@@ -96,6 +96,9 @@ def test_a_lifetime_over_a_day_or_no_iat_is_refused(router: RouterProcess) -> No
     r = score(router, "alpha", signed(key, "alpha", exp=now + 5 * 365 * 86400))
     assert r.status_code == 401 and "over 24 hours" in r.json()["error"]["message"]
     assert score(router, "alpha", signed(key, "alpha", iat=None)).status_code == 401
+    # a number as text: PyJWT lets it through, the lifetime check must not fail on it (it was a 500)
+    r = score(router, "alpha", signed(key, "alpha", iat=str(now)))
+    assert r.status_code == 401 and r.json()["error"]["message"] == "invalid token"
 
 
 @pytest.mark.parametrize(("ttl", "message"), [

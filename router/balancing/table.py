@@ -150,7 +150,8 @@ class RoutingTable:
             secret = secrets.get((ep.namespace, ep.keys_secret_ref or ""))
             if secret is not None:
                 keys = tuple(key.encode() for key in secret.keys)
-                token_key = signing_key(secret.data, ep.namespace, ep.name)
+                if ep.auth_mode == "aml_token":  # a key endpoint signs nothing: no derivation (PBKDF2) for it
+                    token_key = signing_key(secret.data, ep.namespace, ep.name)
             endpoints[ep.name] = EndpointRoute(ep, keys, by_endpoint.get((ep.namespace, ep.name), {}),
                                                old_endpoints.get(ep.name), token_key)
         removed = tuple(r for k, r in old.items() if k not in replicas)
