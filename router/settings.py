@@ -120,8 +120,7 @@ class RouterSettings:
     admin_host: str = setting("127.0.0.1", "comma-separated addresses of the admin port; the chart binds the pod IP "
                               "and loopback", group="listeners and TLS")
     proxy_protocol: bool = setting(False, "read a PROXY protocol v1/v2 header (AWS NLB, HAProxy) before each scoring "
-                                   "connection and take the client address from it; from --trusted-proxies only, "
-                                   "within --header-timeout",
+                                   "connection and take the client address from it; from --trusted-proxies only",
                                    group="listeners and TLS")
     # resources and cluster
     watch_namespace: str = setting("", "with --kubernetes: watch the resources of this namespace only (default: "
