@@ -108,7 +108,8 @@ class ProxiedListener:
             sock.close()
             return
         sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the loop's own listeners do
+        with contextlib.suppress(OSError):  # (a peer gone already is found on the first read)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the loop's own listeners do
         waiting = _Waiting(sock, peer)
         waiting.timer = self.loop.call_later(limits.header_timeout, self._expire, waiting)
         self.waiting.add(waiting)
