@@ -8,7 +8,8 @@ Three kinds of numbers, each kept where it costs least:
   `RouteStats` per (endpoint, deployment), found once per routing table, and
   `RouterCollector` turns them into metric families at scrape time.
 - State that already lives elsewhere (replicas ready and ejected, requests in flight,
-  queue lengths, mirror copies, config reloads, open connections): read at scrape time
+  queue lengths, mirror copies, config reloads, open connections, PROXY protocol
+  refusals): read at scrape time
   from the routing table and the sources, never updated per request.
 - Rare events from other parts (discovery watch restarts and syncs, the TLS
   certificate's expiry): plain prometheus_client metrics, set through the functions
@@ -132,6 +133,9 @@ class Plane(Protocol):
     @property
     def telemetry(self) -> Any: ...  # .access_log (None when off): .dropped
 
+    @property
+    def proxy_rejections(self) -> Mapping[str, int]: ...  # by reason
+
 
 class RouterCollector:
     """The router's own metric families, built from its live state when /metrics is scraped."""
@@ -156,6 +160,12 @@ class RouterCollector:
             yield GaugeMetricFamily(PREFIX + "mirror_in_flight", "Mirror copies under way", value=mirrors.in_flight)
             yield GaugeMetricFamily(PREFIX + "client_connections", "Open client connections",
                                     value=len(plane.connections))
+            proxy = CounterMetricFamily(PREFIX + "proxy_protocol_rejections", "Connections closed before their "
+                                        "PROXY protocol header was read (--proxy-protocol), by reason: untrusted "
+                                        "(not from --trusted-proxies), malformed, timeout", labels=["reason"])
+            for reason, count in plane.proxy_rejections.items():
+                proxy.add_metric([reason], count)
+            yield proxy
             log = plane.telemetry.access_log
             yield CounterMetricFamily(PREFIX + "access_log_dropped_lines", "Access-log lines never written: the "
                                       "reader of the log fell too far behind, or the stream failed",

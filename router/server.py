@@ -31,6 +31,7 @@ from router.discovery.source import ServiceReplicas, Source
 from router.errors import BadRequest, ConfigError
 from router.front.connection import DataPlane
 from router.front.limits import ClientLimits
+from router.front.proxied import ProxiedListener
 from router.front.scoring import authorize
 from router.front.telemetry import Telemetry
 from router.model import Resources
@@ -192,17 +193,22 @@ class RouterServer:
                                      Windows(stable_s=settings.autoscale_stable_window,
                                              panic_s=settings.autoscale_panic_window))
 
-        listeners: list[asyncio.Server] = []
+        # with --proxy-protocol, a listener of the router's own reads each connection's header first
+        listeners: list[asyncio.Server | ProxiedListener] = []
         if settings.allow_insecure_connections:
             sock = bind(settings.host, settings.port)
             self.ports["port"] = sock.getsockname()[1]
-            listeners.append(await loop.create_server(self.plane.protocol, sock=sock, backlog=2048))
+            listeners.append(ProxiedListener(plane, sock) if settings.proxy_protocol else
+                             await loop.create_server(plane.protocol, sock=sock, backlog=2048))
         if tls is not None:
             sock = bind(settings.host, settings.tls_port)
             self.ports["tls_port"] = sock.getsockname()[1]
             # counted from accept: a handshake under way holds a connection too
-            listeners.append(await loop.create_server(self.plane.tls_protocol, sock=sock, ssl=tls.tls.listener,
-                                                      backlog=2048, ssl_handshake_timeout=HANDSHAKE_TIMEOUT))
+            listeners.append(
+                ProxiedListener(plane, sock, tls=tls.tls.listener, handshake_timeout=HANDSHAKE_TIMEOUT)
+                if settings.proxy_protocol else
+                await loop.create_server(plane.tls_protocol, sock=sock, ssl=tls.tls.listener, backlog=2048,
+                                         ssl_handshake_timeout=HANDSHAKE_TIMEOUT))
         first, *others = settings.admin_hosts
         admin_socks = [bind(first, settings.admin_port)]
         self.ports["admin_port"] = admin_socks[0].getsockname()[1]  # port 0: the others take the same one
@@ -256,7 +262,7 @@ class RouterServer:
         logs.event("stopped")
         return 0
 
-    async def _drain(self, listeners: list[asyncio.Server]) -> None:
+    async def _drain(self, listeners: list[asyncio.Server | ProxiedListener]) -> None:
         assert self.plane is not None
         loop = asyncio.get_running_loop()
         self.ready = False

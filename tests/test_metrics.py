@@ -32,6 +32,7 @@ class Plane:
     connections: set[object] = field(default_factory=set)
     mirrors: MirrorGate = field(default_factory=MirrorGate)
     telemetry: Telemetry = field(default_factory=lambda: Telemetry(metrics=False, access_log=AccessLog()))
+    proxy_rejections: dict[str, int] = field(default_factory=lambda: {"untrusted": 0, "malformed": 0, "timeout": 0})
 
 
 @dataclass
@@ -73,6 +74,7 @@ def test_the_collector_reads_replicas_in_flight_queues_mirrors_and_reloads_at_sc
     blue.enqueue(object())
     plane.mirrors.sent, plane.mirrors.dropped, plane.mirrors.in_flight = 5, 1, 1
     plane.connections.update({object(), object()})
+    plane.proxy_rejections["malformed"] = 6
     assert plane.telemetry.access_log is not None
     plane.telemetry.access_log.refused, plane.telemetry.access_log.failed = 3, 2
     stats = RequestStats()
@@ -97,6 +99,8 @@ def test_the_collector_reads_replicas_in_flight_queues_mirrors_and_reloads_at_sc
     assert value("mirror_requests_total", result="sent") == 5 and value("mirror_requests_total", result="dropped") == 1
     assert value("mirror_in_flight") == 1 and value("client_connections") == 2
     assert value("access_log_dropped_lines_total") == 5
+    assert value("proxy_protocol_rejections_total", reason="malformed") == 6
+    assert value("proxy_protocol_rejections_total", reason="timeout") == 0
     assert value("config_reloads_total") == 3 and value("config_rejections_total") == 4
     assert value("requests_total", endpoint="demo", deployment="blue", code="200") == 7
     assert value("rejections_total", endpoint="demo", deployment="blue", reason="overload") == 2

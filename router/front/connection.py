@@ -90,6 +90,10 @@ class DataPlane:
         # too. A failed handshake is never reported to the protocol, but the TLS layer drops it then:
         # an entry leaves when its connection is made, or when the connection is gone.
         self.handshakes: weakref.WeakSet[ClientConnection] = weakref.WeakSet()
+        # With --proxy-protocol: connections accepted whose PROXY header is still to come (they count
+        # against --max-connections too), and those closed for it, by reason (see front.proxied).
+        self.headers_pending = 0
+        self.proxy_rejections = {"untrusted": 0, "malformed": 0, "timeout": 0}
         self.mirrors = MirrorGate()
         self.telemetry = telemetry or Telemetry(metrics=False)
         self.draining = False
@@ -98,19 +102,20 @@ class DataPlane:
         self.sweep_interval = min(1.0, limits.header_timeout / 10, limits.body_timeout / 10,
                                   limits.keepalive_timeout / 10)
 
-    def protocol(self) -> ClientConnection:
-        return ClientConnection(self)
+    def protocol(self, client: bytes = b"") -> ClientConnection:
+        """A connection's protocol; `client`: the address a PROXY protocol header named, if any."""
+        return ClientConnection(self, client)
 
-    def tls_protocol(self) -> ClientConnection:
+    def tls_protocol(self, client: bytes = b"") -> ClientConnection:
         """A connection accepted on the TLS listener, counted from now: its handshake is still to come."""
-        conn = ClientConnection(self)
+        conn = ClientConnection(self, client)
         conn.scheme = b"https"
         self.handshakes.add(conn)
         return conn
 
     def open_connections(self) -> int:
-        """Client connections open, TLS handshakes under way included."""
-        return len(self.connections) + len(self.handshakes)
+        """Client connections open, TLS handshakes and PROXY headers under way included."""
+        return len(self.connections) + len(self.handshakes) + self.headers_pending
 
     def in_flight(self) -> int:
         return sum(1 for c in self.connections if c.current is not None)
@@ -181,14 +186,14 @@ class ClientConnection(asyncio.Protocol):
         "writing_paused",
     )
 
-    def __init__(self, front: DataPlane) -> None:
+    def __init__(self, front: DataPlane, client: bytes = b"") -> None:
         self.front = front
         self.scheme = front.scheme
         self.transport: asyncio.Transport | None = None
         # made with the connection: until then nothing refers back to this object, so a TLS handshake
         # that fails frees it at once (see DataPlane.handshakes)
         self.parser: httptools.HttpRequestParser
-        self.peer_host = b""
+        self.peer_host = client  # set by a PROXY protocol header, or from the peer when the connection is made
         self.trusted = False  # a trusted proxy: its X-Forwarded-* are kept
         self.current: Exchange | None = None
         self.pipeline: collections.deque[Exchange] = collections.deque()
@@ -215,9 +220,13 @@ class ClientConnection(asyncio.Protocol):
         front = self.front
         if front.handshakes:
             front.handshakes.discard(self)  # its TLS handshake is over
-        peer = transport.get_extra_info("peername")
-        host = str(peer[0]) if peer else ""
-        self.peer_host = peer_host = host.encode()
+        peer_host = self.peer_host
+        if peer_host:  # the client a PROXY protocol header named: the peer is the load balancer
+            host = peer_host.decode()
+        else:
+            peer = transport.get_extra_info("peername")
+            host = str(peer[0]) if peer else ""
+            self.peer_host = peer_host = host.encode()
         limits = front.limits
         self.trusted = limits.trusts(host)
         self._head_bytes = -1
