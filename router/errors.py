@@ -30,6 +30,12 @@ class Unauthorized(RouterError):
     status, code = 401, "Unauthorized"
 
 
+# the one answer to a failed key or token before the caller is known: it tells nothing of the endpoint (whether
+# it exists, takes keys or tokens, or has a signing key); messages past the signature (expired, another
+# endpoint's token) are only for holders of a genuine token
+INVALID_CREDENTIALS = "invalid key or token"
+
+
 class NotFound(RouterError):
     status, code = 404, "NotFound"
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 import jwt
 
-from router.errors import ConfigError, Unauthorized
+from router.errors import INVALID_CREDENTIALS, ConfigError, Unauthorized
 
 ISSUER = "inference-router"
 LEEWAY_S = 30  # clock skew allowed between the issuer and the router
@@ -100,7 +100,7 @@ class TokenChecker:
                 return
             del self._cache[token]
         if self.key is None:
-            raise Unauthorized(f"endpoint {self.endpoint!r} has no token signing key")
+            raise Unauthorized(INVALID_CREDENTIALS)  # (its Secret's problem is in its status and log)
         try:
             claims = jwt.decode(token, self.key, algorithms=["HS256"], audience=self.endpoint, issuer=ISSUER,
                                 leeway=LEEWAY_S, options={"require": ["exp", "iat", "aud", "iss"]})
@@ -109,9 +109,9 @@ class TokenChecker:
         except jwt.InvalidAudienceError:
             raise Unauthorized("the token is for another endpoint") from None
         except jwt.PyJWTError:
-            raise Unauthorized("invalid token") from None
+            raise Unauthorized(INVALID_CREDENTIALS) from None
         if not all(isinstance(claims[name], int | float) for name in ("exp", "iat")):  # PyJWT takes "123"
-            raise Unauthorized("invalid token")
+            raise Unauthorized(INVALID_CREDENTIALS)
         if claims["exp"] - claims["iat"] > MAX_TTL_S:  # what the issuer promises: a client could not mint more
             raise Unauthorized("the token's lifetime (exp - iat) is over 24 hours")
         if len(self._cache) >= _CACHE_SIZE:

@@ -80,7 +80,7 @@ def test_the_derived_key_is_salted_per_endpoint_and_not_the_old_hmac(router: Rou
     # one primaryKey, two endpoints: a token alpha's key signs for beta does not open beta
     assert score(router, "alpha", signed(alpha_key, "alpha")).status_code == 200
     r = score(router, "beta", signed(alpha_key, "beta"))
-    assert r.status_code == 401 and r.json()["error"]["message"] == "invalid token"
+    assert r.status_code == 401 and r.json()["error"]["message"] == "invalid key or token"
     # the fast, unsalted derivation of earlier versions signs nothing any more
     old = hmac.new(PRIMARY.encode(), b"inference-router token signing", hashlib.sha256).digest()
     assert score(router, "alpha", signed(old, "alpha")).status_code == 401
@@ -98,7 +98,13 @@ def test_a_lifetime_over_a_day_or_no_iat_is_refused(router: RouterProcess) -> No
     assert score(router, "alpha", signed(key, "alpha", iat=None)).status_code == 401
     # a number as text: PyJWT lets it through, the lifetime check must not fail on it (it was a 500)
     r = score(router, "alpha", signed(key, "alpha", iat=str(now)))
-    assert r.status_code == 401 and r.json()["error"]["message"] == "invalid token"
+    assert r.status_code == 401 and r.json()["error"]["message"] == "invalid key or token"
+
+
+def test_a_token_endpoint_answers_a_stranger_as_an_unknown_endpoint_does(router: RouterProcess) -> None:
+    answers = [score(router, name, "not-a-token-0123456789") for name in ("alpha", "nosuch")]
+    assert [r.status_code for r in answers] == [401, 401]
+    assert answers[0].json()["error"]["message"] == answers[1].json()["error"]["message"] == "invalid key or token"
 
 
 @pytest.mark.parametrize(("ttl", "message"), [

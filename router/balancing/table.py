@@ -105,6 +105,8 @@ class RoutingTable:
     paths: Mapping[bytes, tuple[EndpointRoute, int]] = field(default_factory=dict)  # URL path → endpoint, kind
     added: tuple[Replica, ...] = ()  # new since the previous table: they need a pool
     removed: tuple[Replica, ...] = ()  # gone since the previous table: drain and close
+    # every endpoint's accepted Authorization values: who may be told that an endpoint does not exist
+    authorizations: frozenset[bytes] = frozenset()
 
     @classmethod
     def build(cls, resources: Resources, previous: RoutingTable | None = None,
@@ -159,4 +161,5 @@ class RoutingTable:
             replica.retired = True
         paths = {path: (route, kind) for route in endpoints.values()
                  for path, kind in scoring_paths(route.name).items()}
-        return cls(endpoints, replicas, balancers, paths, tuple(added), removed)
+        authorizations = frozenset().union(*(route.authorizations for route in endpoints.values()))
+        return cls(endpoints, replicas, balancers, paths, tuple(added), removed, authorizations)

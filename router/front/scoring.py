@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from router.balancing.table import SCORE, DeploymentRoute, EndpointRoute, RoutingTable, endpoint_name
 from router.errors import (
+    INVALID_CREDENTIALS,
     BadRequest,
     MethodNotAllowed,
     NotFound,
@@ -171,7 +172,7 @@ def authorize(authorization: bytes, keys: tuple[bytes, ...]) -> None:
     for key in keys:  # compare with every key, so timing does not tell which one matched
         matched |= hmac.compare_digest(token, key)
     if not matched:
-        raise Unauthorized("invalid key")
+        raise Unauthorized(INVALID_CREDENTIALS)
 
 
 def resolve(table: RoutingTable, head: RequestHead) -> tuple[EndpointRoute, DeploymentRoute, int]:
@@ -185,9 +186,9 @@ def resolve(table: RoutingTable, head: RequestHead) -> tuple[EndpointRoute, Depl
             raise NotFound("no such route: use /api/v1/endpoint/{endpoint}/score")
         # an unknown endpoint answers as a known one with a wrong key, except to a holder of some
         # endpoint's key (a caller who mistyped a name is told so)
-        if not any(head.authorization in known.authorizations for known in table.endpoints.values()):
+        if head.authorization not in table.authorizations:
             bearer(head.authorization)
-            raise Unauthorized("invalid key")
+            raise Unauthorized(INVALID_CREDENTIALS)
         raise NotFound(f"endpoint {_shown(name)} not found")
     endpoint, kind = hit
     name = endpoint.name
