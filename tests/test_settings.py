@@ -139,6 +139,8 @@ def test_a_wrong_flag_value_names_the_flag_what_it_got_and_what_it_accepts(
     ("ROUTER_DRAIN_DELAY", "1s", "a number of seconds at least 0"),
     ("ROUTER_BALANCING_POLICY", "fastest", "one of least_loaded, round_robin"),
     ("ROUTER_METRICS", "maybe", "true or false"),
+    ("ROUTER_SEND_TIMEOUT", "0", "a number of seconds above 0"),
+    ("ROUTER_MAX_CONNECTIONS_PER_CLIENT", "-1", "an integer at least 0"),
 ])
 def test_a_wrong_variable_names_the_variable_what_it_got_and_what_it_accepts(
         variable: str, value: str, accepts: str) -> None:

@@ -39,11 +39,6 @@ class ClientLimits:
                 networks.append(ipaddress.ip_network(item, strict=False))
             except ValueError:
                 raise ConfigError([f"trusted_proxies: {item!r} is not an address or network"]) from None
-        if not settings.send_timeout > 0:
-            raise ConfigError([f"send_timeout: must be a positive number of seconds, got {settings.send_timeout}"])
-        if settings.max_connections_per_client < 0:
-            raise ConfigError([f"max_connections_per_client: must be 0 (a tenth of max_connections) or more, "
-                               f"got {settings.max_connections_per_client}"])
         per_client = settings.max_connections_per_client or max(1, settings.max_connections // PER_CLIENT_SHARE)
         return cls(max_body_bytes=settings.max_request_body_bytes, max_header_count=settings.max_header_count,
                    max_header_bytes=settings.max_header_bytes, max_url_bytes=settings.max_url_bytes,
