@@ -12,7 +12,7 @@ import argparse
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
@@ -362,6 +362,15 @@ class Spec:
             raise problem
         return value
 
+    def from_environ(self, environ: Mapping[str, str]) -> object:
+        """The value of its `ROUTER_` variable, None when unset; ValueError names the variable."""
+        if self.env not in environ:
+            return None
+        try:
+            return self.parse(environ[self.env])
+        except ValueError as exc:
+            raise ValueError(f"{self.env}: {exc}") from None
+
     def parse_flag(self, raw: str) -> object:
         try:
             return self.parse(raw)
@@ -413,11 +422,11 @@ def from_arguments(args: argparse.Namespace, environ: dict[str, str] | None = No
     problems: list[str] = []
     for spec in SPECS:
         value = getattr(args, spec.name, None)
-        if value is None and spec.env in environ:
+        if value is None:
             try:
-                value = spec.parse(environ[spec.env])
+                value = spec.from_environ(environ)
             except ValueError as exc:
-                problems.append(f"{spec.env}: {exc}")
+                problems.append(str(exc))
         if value is not None:
             values[spec.name] = value
     if problems:

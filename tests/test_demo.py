@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from router.demo import REPLICAS, write_config
+from router.demo import REPLICAS, _port, write_config
 from router.discovery.documents import load_file
+from router.errors import ConfigError
 from tests.helpers import ManagedProcess, run_to_exit
 
 DEMO = [sys.executable, "-m", "router.cli", "demo"]
@@ -80,3 +81,15 @@ def test_the_bundled_config_renders_into_valid_resources(tmp_path: Path) -> None
     assert secret.name == endpoint.keys_secret_ref
     assert secret.data["primaryKey"] == "fQ9wE3rT7yU1iO5pA2sD6fG0hJ4kL8zX"
     assert secret.data["secondaryKey"] and secret.data["secondaryKey"] != "fQ9wE3rT7yU1iO5pA2sD6fG0hJ4kL8zX"
+
+
+def test_a_serving_demo_takes_the_serve_variables_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ROUTER_ADMIN_PORT", raising=False)
+    monkeypatch.setenv("ROUTER_PORT", "8123")
+    assert _port(None, "port", smoke=False) == 8123
+    assert _port(None, "admin_port", smoke=False) == 9090  # unset: the serve setting's default
+    assert _port(7000, "port", smoke=False) == 7000 and _port(None, "port", smoke=True) == 0
+    monkeypatch.setenv("ROUTER_PORT", "eighty")
+    with pytest.raises(ConfigError) as caught:
+        _port(None, "port", smoke=False)
+    assert caught.value.problems == ["ROUTER_PORT: expected an integer from 0 to 65535, got 'eighty'"]
