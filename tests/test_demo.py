@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from router.demo import REPLICAS, _port, write_config
 from router.discovery.documents import load_file
 from router.errors import ConfigError
 from tests.helpers import ManagedProcess, run_to_exit
+from tests.routing import listening_port
 
 DEMO = [sys.executable, "-m", "router.cli", "demo"]
 
@@ -21,11 +21,8 @@ DEMO = [sys.executable, "-m", "router.cli", "demo"]
 @pytest.fixture
 def busy_ports() -> Iterator[tuple[int, int]]:
     """Two ports with a listener on each, as a demo already running holds them."""
-    with socket.socket() as one, socket.socket() as two:
-        for sock in (one, two):
-            sock.bind(("127.0.0.1", 0))
-            sock.listen()
-        yield one.getsockname()[1], two.getsockname()[1]
+    with listening_port() as one, listening_port() as two:
+        yield one, two
 
 
 def test_smoke_run_passes() -> None:
