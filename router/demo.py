@@ -137,13 +137,11 @@ def _port(given: int | None, name: str, *, smoke: bool) -> int:
     if smoke:
         return 0
     port = spec(name)
-    raw = os.environ.get(port.env)
-    if raw is None:
-        return int(port.default)
     try:
-        return cast(int, port.parse(raw))
+        value = port.from_environ(os.environ)
     except ValueError as exc:
-        raise ConfigError([f"{port.env}: {exc}"]) from None
+        raise ConfigError([str(exc)]) from None
+    return cast(int, port.default if value is None else value)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ import argparse
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
@@ -67,6 +67,13 @@ def access_log_share(mode: str) -> float | None:
     return None
 
 
+def matching(pattern: str, what: str, *, or_empty: bool = False) -> Accepts:
+    """Text that matches `pattern` in full (or is empty, with `or_empty`); `what` names it in messages."""
+    compiled = re.compile(pattern)
+    return Accepts(what, lambda text: (or_empty and not text) or compiled.fullmatch(text) is not None,
+                   replaces_type=True)
+
+
 ACCESS_LOG_MODE = Accepts("on, off or sample=F with 0 < F <= 1", lambda mode: access_log_share(mode) is not None,
                           metavar="{on,off,sample=F}", replaces_type=True)
 
@@ -84,6 +91,7 @@ def setting(default: Any, help: str, *, group: str, unit: str = "", accepts: Acc
 
 
 _PORT = between(0, 65535)
+_OBJECT_NAME = matching(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", "a Kubernetes object name (a-z, 0-9, '-', '.')")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,10 +133,12 @@ class RouterSettings:
     # resources and cluster
     watch_namespace: str = setting("", "with --kubernetes: watch the resources of this namespace only (default: "
                                    "every namespace); the router's own Leases stay in its own",
-                                   group="resources and cluster")
+                                   group="resources and cluster",
+                                   accepts=matching(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?",
+                                                    "a namespace name (a-z, 0-9, '-')", or_empty=True))
     status_lease: str = setting(
         "inference-router-status", "with --kubernetes: the Lease, in the router's namespace, whose holder writes "
-        "status (one per installation)", group="resources and cluster")
+        "status (one per installation)", group="resources and cluster", accepts=_OBJECT_NAME)
     config_poll_interval: float = setting(
         0.5, "how often the config file (local mode) and certificate files are checked for changes",
         group="resources and cluster", unit="s", accepts=above(0))
@@ -153,7 +163,8 @@ class RouterSettings:
         "no scale-down)", group="replicas and balancing", unit="s", accepts=above(0))
     autoscale_lease: str = setting(
         "inference-router-autoscaler", "with --kubernetes: the Lease, in the router's namespace, whose holder "
-        "scales deployments (one per installation)", group="replicas and balancing")
+        "scales deployments (one per installation)", group="replicas and balancing",
+        accepts=_OBJECT_NAME)
     # limits and timeouts: what a client may send; each limit has its own status and JSON body
     max_request_body_bytes: int = setting(
         100 * 1024 * 1024, "a larger request body gets 413 (models take tensors, not uploads)",
@@ -238,19 +249,10 @@ class RouterSettings:
                             "certificate: set one of them")
         if not self.admin_hosts:
             problems.append("--admin-host: needs at least one address (127.0.0.1: this machine only)")
-        if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", self.status_lease):
-            problems.append(f"--status-lease: expected a Kubernetes object name (a-z, 0-9, '-', '.'), "
-                            f"got {self.status_lease!r}")
-        if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", self.autoscale_lease):
-            problems.append(f"--autoscale-lease: expected a Kubernetes object name (a-z, 0-9, '-', '.'), "
-                            f"got {self.autoscale_lease!r}")
         if self.proxy_protocol and not self.trusted_proxies.strip(" ,"):
             problems.append("--proxy-protocol: needs --trusted-proxies (ROUTER_TRUSTED_PROXIES), the load "
                             "balancers' addresses or networks: a PROXY header from anyone else would let "
                             "them choose their own client address")
-        if self.watch_namespace and not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", self.watch_namespace):
-            problems.append(f"--watch-namespace: expected a namespace name (a-z, 0-9, '-'), "
-                            f"got {self.watch_namespace!r}")
         problems += self._peer_problems()
         if problems:
             raise ConfigError(problems)
@@ -360,6 +362,15 @@ class Spec:
             raise problem
         return value
 
+    def from_environ(self, environ: Mapping[str, str]) -> object:
+        """The value of its `ROUTER_` variable, None when unset; ValueError names the variable."""
+        if self.env not in environ:
+            return None
+        try:
+            return self.parse(environ[self.env])
+        except ValueError as exc:
+            raise ValueError(f"{self.env}: {exc}") from None
+
     def parse_flag(self, raw: str) -> object:
         try:
             return self.parse(raw)
@@ -411,11 +422,11 @@ def from_arguments(args: argparse.Namespace, environ: dict[str, str] | None = No
     problems: list[str] = []
     for spec in SPECS:
         value = getattr(args, spec.name, None)
-        if value is None and spec.env in environ:
+        if value is None:
             try:
-                value = spec.parse(environ[spec.env])
+                value = spec.from_environ(environ)
             except ValueError as exc:
-                problems.append(f"{spec.env}: {exc}")
+                problems.append(str(exc))
         if value is not None:
             values[spec.name] = value
     if problems:

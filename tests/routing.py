@@ -280,6 +280,16 @@ def closed_port() -> Iterator[int]:
 
 
 @contextlib.contextmanager
+def listening_port() -> Iterator[int]:
+    """A loopback port with a listener on it while in use, as a router already running holds it: a server
+    binding it fails."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
 def one_shot_replica(answer: bytes, seen: list[bytes] | None = None) -> Iterator[str]:
     """The URL of a replica that reads one request (kept in `seen`), writes `answer` and closes the connection."""
     listener = socket.socket()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ import jwt
 import pytest
 
 from tests.helpers import run_to_exit, start_process
-from tests.routing import Config, connect, start_router, start_sample_model
+from tests.routing import Config, connect, listening_port, start_router, start_sample_model
 
 SERVE = [sys.executable, "-m", "router.cli", "serve"]
 LOOPBACK = ["--host", "127.0.0.1", "--port", "0", "--admin-port", "0"]
@@ -37,10 +36,8 @@ def config_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def busy_port() -> Iterator[int]:
     """A port with a listener on it."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield sock.getsockname()[1]
+    with listening_port() as port:
+        yield port
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 20) -> tuple[int, str]:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import re
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from router.demo import REPLICAS, write_config
+from router.demo import REPLICAS, _port, write_config
 from router.discovery.documents import load_file
+from router.errors import ConfigError
 from tests.helpers import ManagedProcess, run_to_exit
+from tests.routing import listening_port
 
 DEMO = [sys.executable, "-m", "router.cli", "demo"]
 
@@ -20,11 +21,8 @@ DEMO = [sys.executable, "-m", "router.cli", "demo"]
 @pytest.fixture
 def busy_ports() -> Iterator[tuple[int, int]]:
     """Two ports with a listener on each, as a demo already running holds them."""
-    with socket.socket() as one, socket.socket() as two:
-        for sock in (one, two):
-            sock.bind(("127.0.0.1", 0))
-            sock.listen()
-        yield one.getsockname()[1], two.getsockname()[1]
+    with listening_port() as one, listening_port() as two:
+        yield one, two
 
 
 def test_smoke_run_passes() -> None:
@@ -80,3 +78,15 @@ def test_the_bundled_config_renders_into_valid_resources(tmp_path: Path) -> None
     assert secret.name == endpoint.keys_secret_ref
     assert secret.data["primaryKey"] == "fQ9wE3rT7yU1iO5pA2sD6fG0hJ4kL8zX"
     assert secret.data["secondaryKey"] and secret.data["secondaryKey"] != "fQ9wE3rT7yU1iO5pA2sD6fG0hJ4kL8zX"
+
+
+def test_a_serving_demo_takes_the_serve_variables_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ROUTER_ADMIN_PORT", raising=False)
+    monkeypatch.setenv("ROUTER_PORT", "8123")
+    assert _port(None, "port", smoke=False) == 8123
+    assert _port(None, "admin_port", smoke=False) == 9090  # unset: the serve setting's default
+    assert _port(7000, "port", smoke=False) == 7000 and _port(None, "port", smoke=True) == 0
+    monkeypatch.setenv("ROUTER_PORT", "eighty")
+    with pytest.raises(ConfigError) as caught:
+        _port(None, "port", smoke=False)
+    assert caught.value.problems == ["ROUTER_PORT: expected an integer from 0 to 65535, got 'eighty'"]

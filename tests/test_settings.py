@@ -126,6 +126,8 @@ def flag_error(capsys: pytest.CaptureFixture[str], *flags: str) -> str:
     ("--balancing-policy", "fastest", "one of least_loaded, round_robin"),
     ("--trace-export", "jaeger", "one of off, otlp, console"),
     ("--access-log", "sample=2", "on, off or sample=F with 0 < F <= 1"),
+    ("--status-lease", "Router Lease", "a Kubernetes object name (a-z, 0-9, '-', '.')"),
+    ("--watch-namespace", "models.v1", "a namespace name (a-z, 0-9, '-')"),
 ])
 def test_a_wrong_flag_value_names_the_flag_what_it_got_and_what_it_accepts(
         capsys: pytest.CaptureFixture[str], flag: str, value: str, accepts: str) -> None:
@@ -141,6 +143,8 @@ def test_a_wrong_flag_value_names_the_flag_what_it_got_and_what_it_accepts(
     ("ROUTER_METRICS", "maybe", "true or false"),
     ("ROUTER_SEND_TIMEOUT", "0", "a number of seconds above 0"),
     ("ROUTER_MAX_CONNECTIONS_PER_CLIENT", "-1", "an integer at least 0"),
+    ("ROUTER_AUTOSCALE_LEASE", "-autoscaler", "a Kubernetes object name (a-z, 0-9, '-', '.')"),
+    ("ROUTER_WATCH_NAMESPACE", "Models", "a namespace name (a-z, 0-9, '-')"),
 ])
 def test_a_wrong_variable_names_the_variable_what_it_got_and_what_it_accepts(
         variable: str, value: str, accepts: str) -> None:
@@ -158,6 +162,17 @@ def test_settings_made_in_code_are_checked_too() -> None:
         RouterSettings(allow_insecure_connections=True, port=70000, balancing_policy="fastest").check()
     assert caught.value.problems == ["--port: expected an integer from 0 to 65535, got 70000",
                                      "--balancing-policy: expected one of least_loaded, round_robin, got 'fastest'"]
+
+
+def test_kubernetes_names_are_checked_as_every_other_setting_is() -> None:
+    with pytest.raises(ConfigError) as caught:
+        RouterSettings(allow_insecure_connections=True, status_lease="Status", watch_namespace="a_b").check()
+    assert caught.value.problems == [
+        "--watch-namespace: expected a namespace name (a-z, 0-9, '-'), got 'a_b'",
+        "--status-lease: expected a Kubernetes object name (a-z, 0-9, '-', '.'), got 'Status'"]
+    got = settings("--allow-insecure-connections", "--status-lease", "router.status", "--watch-namespace", "models")
+    assert (got.status_lease, got.watch_namespace) == ("router.status", "models")
+    assert settings("--allow-insecure-connections", "--watch-namespace", "").watch_namespace == ""  # every one
 
 
 def test_metrics_can_be_turned_off_by_flag_and_on_again() -> None:

@@ -540,13 +540,18 @@ def load_yaml(text: str, *, origin: str, notes: list[str] | None = None) -> Reso
     """Parse a multi-document YAML text; syntax errors name `origin`, line and column."""
     try:
         docs = list(yaml.load_all(text, Loader=_Loader))
-    except yaml.MarkedYAMLError as exc:
+    except yaml.YAMLError as exc:
+        raise ConfigError([yaml_problem(exc, origin)]) from None
+    return parse_documents(docs, origin=origin, notes=notes)
+
+
+def yaml_problem(exc: yaml.YAMLError, origin: str) -> str:
+    """A YAML syntax error naming `origin`, line and column, without the text around it (a Secret's lines)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError([f"{origin}: invalid YAML: {where}{exc.problem or exc.context}"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{origin}: invalid YAML: {exc}"]) from None
-    return parse_documents(docs, origin=origin, notes=notes)
+        return f"{origin}: invalid YAML: {where}{exc.problem or exc.context}"
+    return f"{origin}: invalid YAML: {exc}"
 
 
 def read_text(path: str | os.PathLike[str]) -> str:

@@ -34,7 +34,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from router.errors import ConfigError
 from router.tls.context import server_context
-from router.tls.material import PASSWORD_HINT, CertificateInfo, PemPair, utc_now, validate
+from router.tls.material import CertificateInfo, PasswordName, PemPair, utc_now, validate
 from router.tls.sources import PemFiles
 
 _DNS_NAME = re.compile(r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?",
@@ -166,9 +166,13 @@ def describe(info: CertificateInfo) -> str:
                       f"expires:  {info.not_after.isoformat()} (in {days:.0f} days)", f"sha256:   {info.fingerprint}"])
 
 
+# these commands take the passphrase as --key-password, not as `serve`'s sslKeyPassword
+_KEY_PASSWORD = PasswordName("--key-password", "pass --key-password (or set ROUTER_SSL_KEY_PASSWORD)")
+
+
 def check(pair: PemPair, *, password: str | None = None, cname: str | None = None) -> CertificateInfo:
     """What the router checks at start: the validation, then OpenSSL loading the pair."""
-    info = validate(pair, password=password, cname=cname)
+    info = validate(pair, password=password, cname=cname, password_name=_KEY_PASSWORD)
     server_context(pair, password)
     return info
 
@@ -245,7 +249,7 @@ def _run_check(args: argparse.Namespace) -> int:
         pair, password = _pair(args)
         info = check(pair, password=password, cname=args.cname)
     except ConfigError as exc:
-        return _fail(1, _in_certs_terms(exc.problems))
+        return _fail(1, exc.problems)
     print(describe(info))
     print("ok: the router accepts this pair" + (f" for {args.cname}" if args.cname else ""))
     return 0
@@ -257,14 +261,8 @@ def _run_secret(args: argparse.Namespace) -> int:
         check(pair, password=password, cname=args.cname)
         print(secret_manifest(pair, args.name, args.namespace), end="")
     except ConfigError as exc:
-        return _fail(1, _in_certs_terms(exc.problems))
+        return _fail(1, exc.problems)
     return 0
-
-
-def _in_certs_terms(problems: list[str]) -> list[str]:
-    """The validation speaks of `serve`'s flag; these commands take the passphrase as --key-password."""
-    return [p.replace(PASSWORD_HINT, "pass --key-password (or set ROUTER_SSL_KEY_PASSWORD)")
-            .replace("sslKeyPassword does not decrypt", "--key-password does not decrypt") for p in problems]
 
 
 def _fail(code: int, problems: list[str]) -> int:

@@ -26,7 +26,17 @@ from router.errors import ConfigError
 
 _CERT_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----", re.DOTALL)
 _KEY_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]*PRIVATE KEY)-----\r?\n.*?-----END \1-----", re.DOTALL)
-PASSWORD_HINT = "set sslKeyPassword (--ssl-key-password or ROUTER_SSL_KEY_PASSWORD)"
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordName:
+    """How the caller takes a key's passphrase, for the messages about it."""
+
+    name: str  # "sslKeyPassword does not decrypt the private key"
+    hint: str  # "the private key is protected by a passphrase: set sslKeyPassword (...)"
+
+
+SERVE_PASSWORD = PasswordName("sslKeyPassword", "set sslKeyPassword (--ssl-key-password or ROUTER_SSL_KEY_PASSWORD)")
 EXPIRY_WARNING_DAYS = 14
 # Clocks in a cluster differ by seconds, and issuers such as cert-manager start a certificate's
 # validity at the moment they sign it: refusing it then would keep the old one until the next change.
@@ -71,11 +81,11 @@ def utc_now() -> datetime.datetime:
 
 
 def validate(pair: PemPair, *, password: str | None = None, cname: str | None = None,
-             now: datetime.datetime | None = None) -> CertificateInfo:
+             now: datetime.datetime | None = None, password_name: PasswordName = SERVE_PASSWORD) -> CertificateInfo:
     """Check `pair` as a server's certificate; raise ConfigError listing every problem found."""
     problems: list[str] = []
     chain = _certificates(pair, problems)
-    key = _private_key(pair, password, problems)
+    key = _private_key(pair, password, password_name, problems)
     if problems:
         raise ConfigError(problems)
     leaf = chain[0]
@@ -113,7 +123,8 @@ def _certificates(pair: PemPair, problems: list[str]) -> list[x509.Certificate]:
     return chain
 
 
-def _private_key(pair: PemPair, password: str | None, problems: list[str]) -> PrivateKeyTypes | None:
+def _private_key(pair: PemPair, password: str | None, named: PasswordName,
+                 problems: list[str]) -> PrivateKeyTypes | None:
     found = list(_KEY_BLOCK.finditer(pair.key))
     if len(found) != 1:
         problems.append(f"{pair.key_origin}: not PEM: no '-----BEGIN ... PRIVATE KEY-----' block" if not found
@@ -122,14 +133,14 @@ def _private_key(pair: PemPair, password: str | None, problems: list[str]) -> Pr
     block = found[0].group(0)
     encrypted = found[0].group(1) == b"ENCRYPTED PRIVATE KEY" or b"Proc-Type: 4,ENCRYPTED" in block
     if encrypted and not password:
-        problems.append(f"{pair.key_origin}: the private key is protected by a passphrase: {PASSWORD_HINT}")
+        problems.append(f"{pair.key_origin}: the private key is protected by a passphrase: {named.hint}")
         return None
     try:
         return serialization.load_pem_private_key(block, password.encode() if encrypted and password else None)
     except TypeError:  # encrypted in a way the block's header did not show
-        problems.append(f"{pair.key_origin}: the private key is protected by a passphrase: {PASSWORD_HINT}")
+        problems.append(f"{pair.key_origin}: the private key is protected by a passphrase: {named.hint}")
     except ValueError as exc:
-        problems.append(f"{pair.key_origin}: sslKeyPassword does not decrypt the private key" if encrypted
+        problems.append(f"{pair.key_origin}: {named.name} does not decrypt the private key" if encrypted
                         else f"{pair.key_origin}: not a valid private key: {exc}")
     except UnsupportedAlgorithm as exc:
         problems.append(f"{pair.key_origin}: unsupported private key: {exc}")

@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import yaml
 
 from router import files
-from router.discovery.documents import parse_document
+from router.discovery.documents import parse_document, yaml_problem
 from router.errors import ConfigError
 from router.model import Secret
 from router.settings import RouterSettings
@@ -96,10 +96,7 @@ class SecretDocument:
         try:
             docs = list(yaml.safe_load_all(_read(self.path, origin, MAX_CONFIG_BYTES)))
         except yaml.YAMLError as exc:  # its text quotes the lines around the error, key.pem's included
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-            raise ConfigError([f"{origin}: invalid YAML: {where}{getattr(exc, 'problem', None) or 'unreadable'}"]
-                              ) from None
+            raise ConfigError([yaml_problem(exc, origin)]) from None
         found = [doc for doc in docs if isinstance(doc, dict) and doc.get("kind") == "Secret"
                  and isinstance(doc.get("metadata"), dict) and doc["metadata"].get("name") == self.name]
         if len(found) != 1:

@@ -282,4 +282,4 @@ def test_the_secret_document_is_found_by_name_in_the_config_file(tmp_path: Path,
     path.write_text("a: [")
     with pytest.raises(ConfigError) as caught:
         SecretDocument(path, "router-tls").read()
-    assert caught.value.problems[0].startswith(f"sslSecret router-tls in {path}: invalid YAML")
+    assert caught.value.problems[0].startswith(f"sslSecret router-tls in {path}: invalid YAML: line 1, column 5: ")
