@@ -11,7 +11,7 @@ from router.errors import ConfigError
 from router.peers.membership import own_address, parse_peers
 from router.peers.start import open_group, peer_key
 from router.settings import RouterSettings
-from tests.test_settings import INSECURE, refused, settings
+from tests.settings_helpers import INSECURE, refused, settings
 
 KEY = {**INSECURE, "ROUTER_PEER_KEY": "peer-key-0123456789abcdef"}
 
