@@ -12,8 +12,7 @@ from typing import Any
 import helm_python as helm
 import pytest
 
-from tests.chart.render import NAME, NAMESPACE, RELEASE, chart, render, validate
-from tests.chart.test_chart import container, values
+from tests.chart.render import NAME, NAMESPACE, RELEASE, chart, container, render, validate, values
 from tests.routing import Config, closed_port, one_shot_replica, start_router
 from tests.settings_helpers import settings
 
