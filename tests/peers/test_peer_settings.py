@@ -33,6 +33,11 @@ def test_the_peer_settings_from_flags_and_variables() -> None:
 @pytest.mark.parametrize(("flags", "environ", "named"), [
     (("--peers", "10.0.0.1:9091"), INSECURE, "--peer-key: routers that share slots need a shared key"),
     (("--peers", "10.0.0.1:9091"), {**INSECURE, "ROUTER_PEER_KEY": "short"}, "--peer-key: must be at least 16"),
+    # the rule the key file is read with too: refused at start, not only when the peer port opens
+    (("--peers", "10.0.0.1:9091"), {**INSECURE, "ROUTER_PEER_KEY": "peer key 0123456789abcdef"},
+     "--peer-key: must be at least 16 printable ASCII characters without spaces"),
+    (("--peers", "10.0.0.1:9091"), {**INSECURE, "ROUTER_PEER_KEY": "peer-key-0123456789abcdéf"},
+     "--peer-key: must be at least 16 printable ASCII characters without spaces"),
     (("--peers", "10.0.0.1:9091", "--peer-key-file", "/k"), KEY, "--peer-key and --peer-key-file"),
     (("--peers", "10.0.0.1", ), KEY, "--peers: '10.0.0.1' is not HOST:PORT"),
     (("--peers", "10.0.0.1:http", ), KEY, "--peers: '10.0.0.1:http' is not HOST:PORT"),
@@ -50,9 +55,10 @@ def test_the_key_from_a_file(tmp_path: Path) -> None:
     path.write_text("from-a-file-0123456789\n")
     assert peer_key(RouterSettings(allow_insecure_connections=True, peers="a:1", peer_key_file=str(path))) \
         == b"from-a-file-0123456789"
-    path.write_text("short\n")
-    with pytest.raises(ConfigError, match="peer_key_file: the key must be at least 16"):
-        peer_key(RouterSettings(allow_insecure_connections=True, peers="a:1", peer_key_file=str(path)))
+    for bad in ("short\n", "peer-key-\x01-0123456789\n"):  # a control character would break the header
+        path.write_text(bad)
+        with pytest.raises(ConfigError, match="peer_key_file: the key must be at least 16"):
+            peer_key(RouterSettings(allow_insecure_connections=True, peers="a:1", peer_key_file=str(path)))
     with pytest.raises(ConfigError, match="peer_key_file: cannot read"):
         peer_key(RouterSettings(allow_insecure_connections=True, peers="a:1", peer_key_file=str(tmp_path / "no")))
 
