@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import logging
 import math
 import os
@@ -24,15 +23,12 @@ from dataclasses import dataclass, field
 from router import logs
 from router.discovery.kubernetes.api import ENDPOINT_SLICES, LEASES, KubeApi, Obj
 from router.discovery.kubernetes.errors import KubeError, NotFound, describe
+from router.discovery.kubernetes.lease import micro_time
 from router.peers.membership import Membership, View, join_host_port
 
 LEASE_RENEW_S = 2.0
 LEASE_PREFIX = "inference-router-peer-"
 GROUP_LABEL = "inference-router.dev/peer-service"
-
-
-def _micro_time() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
@@ -105,7 +101,7 @@ class LeasePeers(Membership):
         self.valid_until = sent + self.timeout - self.margin
 
     def _lease(self, lease: Obj | None) -> Obj:
-        now = _micro_time()
+        now = micro_time()
         spec = dict((lease or {}).get("spec") or {})
         if lease is None or spec.get("holderIdentity") != self.me:
             spec.update(acquireTime=now)
