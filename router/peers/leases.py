@@ -53,17 +53,20 @@ class LeasePeers(Membership):
         return cls(me=me, timeout=timeout, api=api, namespace=namespace, service=service,
                    lease_name=LEASE_PREFIX + pod, margin=min(1.0, timeout / 4))
 
+    def _renewed(self, now: float) -> set[str]:
+        """Holders of the Leases renewed within their duration, as this router's clock observes it."""
+        return {holder for holder, _, seen, duration in self.leases.values() if now - seen < duration}
+
     def contacts(self, now: float) -> tuple[str, ...]:
-        live = {holder for holder, _, seen, duration in self.leases.values() if now - seen < duration}
-        return tuple(sorted((live | self.ready) - {self.me}))
+        return tuple(sorted((self._renewed(now) | self.ready) - {self.me}))
 
     def valid_through(self) -> float:
         return self.valid_until
 
     def view(self, now: float) -> View:
         valid = now < self.valid_until
-        alive = {holder for holder, _, seen, duration in self.leases.values() if now - seen < duration}
-        alive |= self.recently_heard(now)  # a newcomer's claim counts before its Lease is listed here
+        # a newcomer's claim counts before its Lease is listed here
+        alive = self._renewed(now) | self.recently_heard(now)
         alive.discard(self.me)
         leaving = self.said_leaving()
         members = {p for p in alive if p in self.ready and p not in leaving}
