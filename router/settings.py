@@ -261,7 +261,7 @@ class RouterSettings:
         if self.peers and self.peer_service:
             return ["--peers and --peer-service are two ways to find the other routers: set one of them"]
         problems = [f"--peers: {entry!r} is not HOST:PORT" for entry in self.peer_addresses
-                    if not _host_port(entry)]
+                    if host_and_port(entry) is None]
         if not self.peer_key and not self.peer_key_file:
             problems.append("--peer-key: routers that share slots need a shared key: set ROUTER_PEER_KEY or "
                             "--peer-key-file")
@@ -288,9 +288,12 @@ def peer_key_problem(key: str) -> str | None:
             "(openssl rand -base64 24 makes one)")
 
 
-def _host_port(entry: str) -> bool:
+def host_and_port(entry: str) -> tuple[str, int] | None:
+    """`HOST:PORT` (an IPv6 host in brackets) as its host, without the brackets, and port; None: not one."""
     host, _, port = entry.rpartition(":")
-    return bool(host) and port.isdigit() and 0 < int(port) <= 65535
+    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) <= 65535:
+        return None
+    return host.strip("[]"), int(port)
 
 
 _KINDS: dict[str, type] = {"bool": bool, "int": int, "float": float, "str": str}

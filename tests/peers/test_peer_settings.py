@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,7 @@ def test_the_peer_settings_from_flags_and_variables() -> None:
     (("--peers", "10.0.0.1:9091", "--peer-key-file", "/k"), KEY, "--peer-key and --peer-key-file"),
     (("--peers", "10.0.0.1", ), KEY, "--peers: '10.0.0.1' is not HOST:PORT"),
     (("--peers", "10.0.0.1:http", ), KEY, "--peers: '10.0.0.1:http' is not HOST:PORT"),
+    (("--peers", "10.0.0.1:\u00b2", ), KEY, "--peers: '10.0.0.1:\u00b2' is not HOST:PORT"),  # a digit int() refuses
     (("--peers", "10.0.0.1:9091", "--peer-service", "routers"), KEY, "--peers and --peer-service"),
     (("--peer-service", "routers", "--peer-timeout", "2"), KEY, "--peer-timeout: must be at least 3 s"),
     (("--peers", "10.0.0.1:9091", "--peer-timeout", "0"), KEY, "--peer-timeout: must be at least 0.5 s"),
@@ -73,6 +75,8 @@ def test_a_router_knows_itself_by_its_host_else_by_pod_ip() -> None:
 
 def test_peer_lists_are_normalized() -> None:
     assert parse_peers("10.0.0.1:9091,10.0.0.1:9091, [fd00::1]:9091") == ("10.0.0.1:9091", "[fd00::1]:9091")
+    with pytest.raises(ConfigError, match=re.escape("peers: '10.0.0.1:\u00b2' is not HOST:PORT")):
+        parse_peers("10.0.0.1:\u00b2")
 
 
 def test_a_peer_service_needs_a_cluster() -> None:
