@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from router import logs
 from router.discovery.kubernetes.api import ENDPOINT_SLICES, LEASES, KubeApi, Obj
+from router.discovery.kubernetes.assembly import serving
 from router.discovery.kubernetes.errors import KubeError, NotFound, describe
 from router.discovery.kubernetes.lease import micro_time
 from router.peers.membership import Membership, View, join_host_port
@@ -174,10 +175,7 @@ def ready_endpoints(slices: Iterable[Obj]) -> set[str]:
         ports = [p.get("port") for p in item.get("ports") or [] if p.get("name") == "peer"]
         if not ports or not isinstance(ports[0], int):
             continue
-        for endpoint in item.get("endpoints") or []:
-            conditions = endpoint.get("conditions") or {}
-            if conditions.get("ready") is False or conditions.get("terminating") is True:
-                continue
+        for endpoint in filter(serving, item.get("endpoints") or []):
             found |= {join_host_port(address, ports[0]) for address in endpoint.get("addresses") or []}
     return found
 
