@@ -23,7 +23,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from router.errors import InternalError, NotFound, RouterError, TooManyRequests, Unauthorized
+from router.errors import (
+    BadRequest,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    RouterError,
+    TooManyRequests,
+    Unauthorized,
+)
 from router.metrics import CONTENT_TYPE, exposition
 
 TokenIssuer = Callable[[str, str, str], dict[str, Any]]  # endpoint, authorization, ttl; raises RouterError
@@ -70,9 +78,9 @@ def error_response(error: RouterError) -> JSONResponse:
 
 def _starlette_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    error = RouterError(exc.detail, headers=tuple((exc.headers or {}).items()))
-    error.status, error.code = exc.status_code, {404: NotFound.code, 405: "MethodNotAllowed"}.get(
-        exc.status_code, "BadRequest")
+    kind = {404: NotFound, 405: MethodNotAllowed}.get(exc.status_code, BadRequest)
+    error = kind(exc.detail, headers=tuple((exc.headers or {}).items()))
+    error.status = exc.status_code  # another 4xx keeps its status, with the code BadRequest
     return error_response(error)
 
 

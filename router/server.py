@@ -160,7 +160,7 @@ class RouterServer:
             return None
         # imported here: one router alone loads none of it (and no HTTP client)
         from router.peers.channel import build_peer_app
-        from router.peers.start import open_group, peer_key
+        from router.peers.start import open_group
 
         # a cluster source's settings (checked by attribute: an isinstance would load the kubernetes client)
         source_settings = getattr(self.source, "settings", None)
@@ -169,7 +169,7 @@ class RouterServer:
                                       cluster=source_settings is not None)
         sock = bind(settings.host, settings.peer_port)
         self.ports["peer_port"] = sock.getsockname()[1]
-        app = build_peer_app(self.peers, peer_key(settings))
+        app = build_peer_app(self.peers, self.peers.client.key)  # the key read once (a file may change)
         return _AdminServer(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")), sock
 
     async def run(self) -> int:

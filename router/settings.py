@@ -263,23 +263,39 @@ class RouterSettings:
         if self.peers and self.peer_service:
             return ["--peers and --peer-service are two ways to find the other routers: set one of them"]
         problems = [f"--peers: {entry!r} is not HOST:PORT" for entry in self.peer_addresses
-                    if not _host_port(entry)]
+                    if host_and_port(entry) is None]
         if not self.peer_key and not self.peer_key_file:
             problems.append("--peer-key: routers that share slots need a shared key: set ROUTER_PEER_KEY or "
                             "--peer-key-file")
         if self.peer_key and self.peer_key_file:
             problems.append("--peer-key and --peer-key-file are two sources of the peers' key: set one of them")
-        if self.peer_key is not None and len(self.peer_key.strip()) < 16:
-            problems.append("--peer-key: must be at least 16 characters (openssl rand -base64 24 makes one)")
+        if self.peer_key is not None and (problem := peer_key_problem(self.peer_key.strip())):
+            problems.append(f"--peer-key: {problem}")
         shortest = 3.0 if self.peer_service else 0.5  # a Lease is renewed every 2 s: it must outlast that
         if not self.peer_timeout >= shortest:
             problems.append(f"--peer-timeout: must be at least {shortest:g} s, got {self.peer_timeout}")
         return problems
 
 
-def _host_port(entry: str) -> bool:
+PEER_KEY_MIN_LENGTH = 16
+
+
+def peer_key_problem(key: str) -> str | None:
+    """What is wrong with the peers' shared key (stripped), from the variable or the file; None: nothing.
+
+    It travels as `Authorization: Bearer <key>`: printable ASCII without spaces."""
+    if len(key) >= PEER_KEY_MIN_LENGTH and key.isascii() and key.isprintable() and " " not in key:
+        return None
+    return (f"must be at least {PEER_KEY_MIN_LENGTH} printable ASCII characters without spaces "
+            "(openssl rand -base64 24 makes one)")
+
+
+def host_and_port(entry: str) -> tuple[str, int] | None:
+    """`HOST:PORT` (an IPv6 host in brackets) as its host, without the brackets, and port; None: not one."""
     host, _, port = entry.rpartition(":")
-    return bool(host) and port.isdigit() and 0 < int(port) <= 65535
+    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) <= 65535:
+        return None
+    return host.strip("[]"), int(port)
 
 
 _KINDS: dict[str, type] = {"bool": bool, "int": int, "float": float, "str": str}

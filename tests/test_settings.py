@@ -8,21 +8,7 @@ import pytest
 
 from router.errors import ConfigError
 from router.settings import RouterSettings, add_arguments, from_arguments
-
-INSECURE = {"ROUTER_ALLOW_INSECURE_CONNECTIONS": "true"}
-
-
-def settings(*flags: str, environ: dict[str, str] | None = None) -> RouterSettings:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return from_arguments(parser.parse_args(list(flags)), {} if environ is None else environ)
-
-
-def refused(*flags: str, environ: dict[str, str] | None = None) -> str:
-    with pytest.raises(ConfigError) as caught:
-        settings(*flags, environ=environ)
-    assert caught.value.problems, "a ConfigError lists its problems"
-    return "\n".join(caught.value.problems)
+from tests.settings_helpers import INSECURE, refused, settings
 
 
 def test_defaults() -> None:

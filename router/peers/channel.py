@@ -132,6 +132,7 @@ class PeerClient:
 
     def __init__(self, key: bytes, timeout: float,
                  transport_for: Callable[[], httpx.AsyncBaseTransport] | None = None) -> None:
+        self.key = key  # the peer port's own check takes the same one
         self._client = httpx.AsyncClient(headers={"authorization": "Bearer " + key.decode("latin-1")},
                                          timeout=timeout, trust_env=False,
                                          transport=transport_for() if transport_for else None)

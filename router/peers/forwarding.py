@@ -67,7 +67,7 @@ class ForwardedRequest:
             raise BadRequest("x-peer-hop: a request is forwarded once at most")
         budgets = []
         for name in (_QUEUE, _REQUEST):
-            if not values[name].isdigit():
+            if not (values[name].isascii() and values[name].isdigit()):  # int() refuses some other digits
                 raise BadRequest(f"{name.decode()}: expected whole milliseconds, got {values[name]!r}")
             budgets.append(int(values[name]))
         if "/" not in values[_DEPLOYMENT]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import logging
 import math
 import os
@@ -23,16 +22,14 @@ from dataclasses import dataclass, field
 
 from router import logs
 from router.discovery.kubernetes.api import ENDPOINT_SLICES, LEASES, KubeApi, Obj
+from router.discovery.kubernetes.assembly import serving
 from router.discovery.kubernetes.errors import KubeError, NotFound, describe
+from router.discovery.kubernetes.lease import micro_time
 from router.peers.membership import Membership, View, join_host_port
 
 LEASE_RENEW_S = 2.0
 LEASE_PREFIX = "inference-router-peer-"
 GROUP_LABEL = "inference-router.dev/peer-service"
-
-
-def _micro_time() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
@@ -57,17 +54,20 @@ class LeasePeers(Membership):
         return cls(me=me, timeout=timeout, api=api, namespace=namespace, service=service,
                    lease_name=LEASE_PREFIX + pod, margin=min(1.0, timeout / 4))
 
+    def _renewed(self, now: float) -> set[str]:
+        """Holders of the Leases renewed within their duration, as this router's clock observes it."""
+        return {holder for holder, _, seen, duration in self.leases.values() if now - seen < duration}
+
     def contacts(self, now: float) -> tuple[str, ...]:
-        live = {holder for holder, _, seen, duration in self.leases.values() if now - seen < duration}
-        return tuple(sorted((live | self.ready) - {self.me}))
+        return tuple(sorted((self._renewed(now) | self.ready) - {self.me}))
 
     def valid_through(self) -> float:
         return self.valid_until
 
     def view(self, now: float) -> View:
         valid = now < self.valid_until
-        alive = {holder for holder, _, seen, duration in self.leases.values() if now - seen < duration}
-        alive |= self.recently_heard(now)  # a newcomer's claim counts before its Lease is listed here
+        # a newcomer's claim counts before its Lease is listed here
+        alive = self._renewed(now) | self.recently_heard(now)
         alive.discard(self.me)
         leaving = self.said_leaving()
         members = {p for p in alive if p in self.ready and p not in leaving}
@@ -105,7 +105,7 @@ class LeasePeers(Membership):
         self.valid_until = sent + self.timeout - self.margin
 
     def _lease(self, lease: Obj | None) -> Obj:
-        now = _micro_time()
+        now = micro_time()
         spec = dict((lease or {}).get("spec") or {})
         if lease is None or spec.get("holderIdentity") != self.me:
             spec.update(acquireTime=now)
@@ -175,10 +175,7 @@ def ready_endpoints(slices: Iterable[Obj]) -> set[str]:
         ports = [p.get("port") for p in item.get("ports") or [] if p.get("name") == "peer"]
         if not ports or not isinstance(ports[0], int):
             continue
-        for endpoint in item.get("endpoints") or []:
-            conditions = endpoint.get("conditions") or {}
-            if conditions.get("ready") is False or conditions.get("terminating") is True:
-                continue
+        for endpoint in filter(serving, item.get("endpoints") or []):
             found |= {join_host_port(address, ports[0]) for address in endpoint.get("addresses") or []}
     return found
 

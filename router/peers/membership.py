@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from router.errors import ConfigError
 from router.peers.ledger import PeerState
+from router.settings import host_and_port
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +63,10 @@ def parse_peers(text: str) -> tuple[str, ...]:
     for entry in (e.strip() for e in text.split(",")):
         if not entry:
             continue
-        host, _, port = entry.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        parsed = host_and_port(entry)
+        if parsed is None:
             raise ConfigError([f"peers: {entry!r} is not HOST:PORT"])
-        peers.append(join_host_port(host.strip("[]"), int(port)))
+        peers.append(join_host_port(*parsed))
     return tuple(dict.fromkeys(peers))
 
 

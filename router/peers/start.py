@@ -9,9 +9,7 @@ from router.errors import ConfigError
 from router.peers.channel import PeerClient
 from router.peers.group import InUse, PeerGroup
 from router.peers.membership import Membership, StaticPeers, own_address, parse_peers
-from router.settings import RouterSettings
-
-MIN_KEY_LENGTH = 16
+from router.settings import RouterSettings, peer_key_problem
 
 
 def peer_key(settings: RouterSettings) -> bytes:
@@ -24,9 +22,9 @@ def peer_key(settings: RouterSettings) -> bytes:
         source = "peer_key_file"
     else:
         text, source = (settings.peer_key or "").strip(), "peer_key"
-    if len(text) < MIN_KEY_LENGTH or not text.isascii() or any(c.isspace() for c in text):
-        raise ConfigError([f"{source}: the key must be at least {MIN_KEY_LENGTH} printable ASCII characters "
-                           "without spaces"])
+    problem = peer_key_problem(text)
+    if problem:
+        raise ConfigError([f"{source}: the key {problem}"])
     return text.encode("ascii")
 
 

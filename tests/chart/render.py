@@ -3,7 +3,8 @@
 `render(values)` is `helm template` in this process: the values are checked against
 values.schema.json, the templates run (their `fail` checks included), and the
 manifests come back parsed, keyed by (kind, name), or (kind, "namespace/name") for an object in
-another namespace than the release's.
+another namespace than the release's. `values(...)` makes a set of values the tests start from, and
+`container(objects)` finds the router's container.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ NAME = f"{RELEASE}-inference-router"
 KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")
 
 Manifests = dict[tuple[str, str], dict[str, Any]]
+
+CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+TLS_MODES: dict[str, dict[str, Any]] = {
+    "secret": {"sslSecret": "router-cert", "sslCname": "scoring.example.com"},
+    "pem": {"sslCertPemFile": CERT, "sslKeyPemFile": KEY, "sslCname": "scoring.example.com"},
+    "insecure": {"allowInsecureConnections": True},
+}
 
 
 @functools.cache
@@ -59,3 +68,17 @@ def _validate(text: str) -> None:
     obj = json.loads(text)
     for version in KUBERNETES_VERSIONS:
         kubernetes_validate.validate(obj, version, strict=True)
+
+
+def values(service_type: str = "LoadBalancer", ha: bool = True, tls: str = "secret", internal: str = "",
+           **more: Any) -> dict[str, Any]:
+    chosen: dict[str, Any] = {"inferenceRouterServiceType": service_type, "inferenceLoadBalancerHA": ha,
+                              **TLS_MODES[tls], **more}
+    if internal:
+        chosen["internalLoadBalancerProvider"] = internal
+    return chosen
+
+
+def container(objects: Manifests) -> dict[str, Any]:
+    (only,) = objects[("Deployment", NAME)]["spec"]["template"]["spec"]["containers"]
+    return only

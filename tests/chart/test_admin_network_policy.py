@@ -9,8 +9,7 @@ from typing import Any
 import helm_python as helm
 import pytest
 
-from tests.chart.render import NAME, render, validate
-from tests.chart.test_chart import container, values
+from tests.chart.render import NAME, container, render, validate, values
 
 POLICY = ("NetworkPolicy", f"{NAME}-admin")
 HELM_TEST_RULE = {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "router",

@@ -18,15 +18,21 @@ import pytest
 import yaml
 
 from router import settings as router_settings
-from tests.chart.render import CHART, KUBERNETES_VERSIONS, NAME, NAMESPACE, Manifests, render, validate
+from tests.chart.render import (
+    CERT,
+    CHART,
+    KEY,
+    KUBERNETES_VERSIONS,
+    NAME,
+    NAMESPACE,
+    TLS_MODES,
+    Manifests,
+    container,
+    render,
+    validate,
+    values,
+)
 
-CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
-TLS_MODES: dict[str, dict[str, Any]] = {
-    "secret": {"sslSecret": "router-cert", "sslCname": "scoring.example.com"},
-    "pem": {"sslCertPemFile": CERT, "sslKeyPemFile": KEY, "sslCname": "scoring.example.com"},
-    "insecure": {"allowInsecureConnections": True},
-}
 INTERNAL_LB = {
     "azure": {"service.beta.kubernetes.io/azure-load-balancer-internal": "true"},
     "aws": {"service.beta.kubernetes.io/aws-load-balancer-internal": "true",
@@ -38,20 +44,6 @@ CASES = [
     for service_type, ha, tls in itertools.product(["LoadBalancer", "NodePort", "ClusterIP"], [True, False], TLS_MODES)
     for internal in (["", *INTERNAL_LB] if service_type == "LoadBalancer" else [""])
 ]
-
-
-def values(service_type: str = "LoadBalancer", ha: bool = True, tls: str = "secret", internal: str = "",
-           **more: Any) -> dict[str, Any]:
-    chosen: dict[str, Any] = {"inferenceRouterServiceType": service_type, "inferenceLoadBalancerHA": ha,
-                              **TLS_MODES[tls], **more}
-    if internal:
-        chosen["internalLoadBalancerProvider"] = internal
-    return chosen
-
-
-def container(objects: Manifests) -> dict[str, Any]:
-    (only,) = objects[("Deployment", NAME)]["spec"]["template"]["spec"]["containers"]
-    return only
 
 
 def test_helm_lint_passes_strict_for_each_supported_kubernetes() -> None:

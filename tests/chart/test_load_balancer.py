@@ -5,7 +5,6 @@ per Service type, and the `helm test` pod, whose check runs here against a real 
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from typing import Any
@@ -13,10 +12,9 @@ from typing import Any
 import helm_python as helm
 import pytest
 
-from router import settings as router_settings
-from tests.chart.render import NAME, NAMESPACE, RELEASE, chart, render, validate
-from tests.chart.test_chart import container, values
+from tests.chart.render import NAME, NAMESPACE, RELEASE, chart, container, render, validate, values
 from tests.routing import Config, closed_port, one_shot_replica, start_router
+from tests.settings_helpers import settings
 
 AWS_PROXY = "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol"
 
@@ -85,9 +83,7 @@ def test_proxy_protocol_turns_it_on_at_the_aws_load_balancer_and_in_the_router()
         "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal"}
     env = env_of(objects)
     assert env["ROUTER_PROXY_PROTOCOL"] == "true" and env["ROUTER_TRUSTED_PROXIES"] == "10.0.0.0/16,fd00::/8"
-    parser = argparse.ArgumentParser()
-    router_settings.add_arguments(parser)
-    got = router_settings.from_arguments(parser.parse_args([]), environ=env)
+    got = settings(environ=env)
     assert got.proxy_protocol and got.trusted_proxies == "10.0.0.0/16,fd00::/8"
     for obj in objects.values():
         validate(obj)

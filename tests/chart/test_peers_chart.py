@@ -10,8 +10,7 @@ import helm_python as helm
 import pytest
 
 from router import settings as router_settings
-from tests.chart.render import NAME, NAMESPACE, render, validate
-from tests.chart.test_chart import container, values
+from tests.chart.render import NAME, NAMESPACE, container, render, validate, values
 
 PEERS = [("Service", f"{NAME}-peers"), ("Secret", f"{NAME}-peer-key"), ("NetworkPolicy", f"{NAME}-peers"),
          ("Role", f"{NAME}-peers"), ("RoleBinding", f"{NAME}-peers")]

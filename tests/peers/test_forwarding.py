@@ -22,6 +22,7 @@ def test_the_budgets_left_travel_in_whole_milliseconds_rounded_down() -> None:
     ({b"x-peer-hop": b"2"}, "x-peer-hop: a request is forwarded once at most"),
     ({b"x-peer-queue-ms": b"-5"}, "x-peer-queue-ms: expected whole milliseconds"),
     ({b"x-peer-request-ms": b"1e3"}, "x-peer-request-ms: expected whole milliseconds"),
+    ({b"x-peer-request-ms": b"\xb2"}, "x-peer-request-ms: expected whole milliseconds"),  # latin-1 '²'
     ({b"x-peer-deployment": b"blue"}, "x-peer-deployment: expected namespace/name"),
 ])
 def test_a_bad_forwarded_request_is_refused_naming_the_header(change: dict[bytes, bytes], named: str) -> None:

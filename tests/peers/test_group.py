@@ -1,4 +1,4 @@
-"""The peer group's own decisions, without the network: where to forward, who may claim."""
+"""The peer group's own decisions, without the network: where to forward, who may claim, who is a peer."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import asyncio
 
 from router.peers.channel import PeerClient
 from router.peers.group import PeerGroup
+from router.peers.leases import ready_endpoints
 from router.peers.ledger import PeerState
 from router.peers.membership import StaticPeers, View
+from tests.kube.cluster import endpoint_slice
 
 PEERS = ("10.0.0.1:9091", "10.0.0.2:9091", "10.0.0.3:9091", "10.0.0.4:9091")
 
@@ -50,3 +52,14 @@ def test_a_late_message_does_not_undo_a_newer_one() -> None:
     assert PEERS[1] in view.alive and PEERS[1] in view.members and not view.leaving
     membership.heard(PeerState(PEERS[1], 21, leaving=True), now=2.5)  # now it really leaves, holding nothing
     assert PEERS[1] not in membership.view(3.0).alive
+
+
+def test_the_peer_service_members_are_its_serving_endpoints_on_the_peer_port() -> None:
+    slices = [endpoint_slice("a", "peers", 9091, address="10.0.0.1", port_name="peer"),
+              endpoint_slice("b", "peers", 9091, address="10.0.0.2", port_name="peer", ready=False),
+              endpoint_slice("c", "peers", 9091, address="10.0.0.3", port_name="peer", terminating=True),
+              endpoint_slice("d", "peers", 9091, address="fd00::4", port_name="peer"),
+              endpoint_slice("e", "peers", 8080, address="10.0.0.5")]  # no port named peer
+    unset = endpoint_slice("f", "peers", 9091, address="10.0.0.6", port_name="peer")
+    unset["endpoints"][0]["conditions"] = {}  # unset: ready, not terminating
+    assert ready_endpoints([*slices, unset]) == {"10.0.0.1:9091", "[fd00::4]:9091", "10.0.0.6:9091"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from router.errors import ConfigError
 from router.peers.membership import own_address, parse_peers
 from router.peers.start import open_group, peer_key
 from router.settings import RouterSettings
-from tests.test_settings import INSECURE, refused, settings
+from tests.settings_helpers import INSECURE, refused, settings
 
 KEY = {**INSECURE, "ROUTER_PEER_KEY": "peer-key-0123456789abcdef"}
 
@@ -33,9 +34,15 @@ def test_the_peer_settings_from_flags_and_variables() -> None:
 @pytest.mark.parametrize(("flags", "environ", "named"), [
     (("--peers", "10.0.0.1:9091"), INSECURE, "--peer-key: routers that share slots need a shared key"),
     (("--peers", "10.0.0.1:9091"), {**INSECURE, "ROUTER_PEER_KEY": "short"}, "--peer-key: must be at least 16"),
+    # the rule the key file is read with too: refused at start, not only when the peer port opens
+    (("--peers", "10.0.0.1:9091"), {**INSECURE, "ROUTER_PEER_KEY": "peer key 0123456789abcdef"},
+     "--peer-key: must be at least 16 printable ASCII characters without spaces"),
+    (("--peers", "10.0.0.1:9091"), {**INSECURE, "ROUTER_PEER_KEY": "peer-key-0123456789abcdéf"},
+     "--peer-key: must be at least 16 printable ASCII characters without spaces"),
     (("--peers", "10.0.0.1:9091", "--peer-key-file", "/k"), KEY, "--peer-key and --peer-key-file"),
     (("--peers", "10.0.0.1", ), KEY, "--peers: '10.0.0.1' is not HOST:PORT"),
     (("--peers", "10.0.0.1:http", ), KEY, "--peers: '10.0.0.1:http' is not HOST:PORT"),
+    (("--peers", "10.0.0.1:\u00b2", ), KEY, "--peers: '10.0.0.1:\u00b2' is not HOST:PORT"),  # a digit int() refuses
     (("--peers", "10.0.0.1:9091", "--peer-service", "routers"), KEY, "--peers and --peer-service"),
     (("--peer-service", "routers", "--peer-timeout", "2"), KEY, "--peer-timeout: must be at least 3 s"),
     (("--peers", "10.0.0.1:9091", "--peer-timeout", "0"), KEY, "--peer-timeout: must be at least 0.5 s"),
@@ -50,9 +57,10 @@ def test_the_key_from_a_file(tmp_path: Path) -> None:
     path.write_text("from-a-file-0123456789\n")
     assert peer_key(RouterSettings(allow_insecure_connections=True, peers="a:1", peer_key_file=str(path))) \
         == b"from-a-file-0123456789"
-    path.write_text("short\n")
-    with pytest.raises(ConfigError, match="peer_key_file: the key must be at least 16"):
-        peer_key(RouterSettings(allow_insecure_connections=True, peers="a:1", peer_key_file=str(path)))
+    for bad in ("short\n", "peer-key-\x01-0123456789\n"):  # a control character would break the header
+        path.write_text(bad)
+        with pytest.raises(ConfigError, match="peer_key_file: the key must be at least 16"):
+            peer_key(RouterSettings(allow_insecure_connections=True, peers="a:1", peer_key_file=str(path)))
     with pytest.raises(ConfigError, match="peer_key_file: cannot read"):
         peer_key(RouterSettings(allow_insecure_connections=True, peers="a:1", peer_key_file=str(tmp_path / "no")))
 
@@ -67,6 +75,8 @@ def test_a_router_knows_itself_by_its_host_else_by_pod_ip() -> None:
 
 def test_peer_lists_are_normalized() -> None:
     assert parse_peers("10.0.0.1:9091,10.0.0.1:9091, [fd00::1]:9091") == ("10.0.0.1:9091", "[fd00::1]:9091")
+    with pytest.raises(ConfigError, match=re.escape("peers: '10.0.0.1:\u00b2' is not HOST:PORT")):
+        parse_peers("10.0.0.1:\u00b2")
 
 
 def test_a_peer_service_needs_a_cluster() -> None:

@@ -159,11 +159,9 @@ def ready_urls(slices: Iterable[Obj], port: int | str, policy: AddressPolicy = S
             refused.append(f"{where}: addressType {kind}: refused, only IP addresses become replicas")
             continue
         for endpoint in piece.get("endpoints") or []:
-            conditions = endpoint.get("conditions") or {}
             addresses = endpoint.get("addresses") or []
-            # `ready` unset means ready, `terminating` unset means not (EndpointConditions);
-            # the addresses of one endpoint are interchangeable: the first one serves.
-            if conditions.get("ready") is False or conditions.get("terminating") is True or not addresses:
+            # the addresses of one endpoint are interchangeable: the first one serves
+            if not serving(endpoint) or not addresses:
                 continue
             address = str(addresses[0])
             why = policy.refusal(address)
@@ -175,6 +173,13 @@ def ready_urls(slices: Iterable[Obj], port: int | str, policy: AddressPolicy = S
             chosen.setdefault(_endpoint_identity(endpoint, url), {}).setdefault(str(kind), url)
     urls = {by_family.get(family) or next(iter(by_family.values())) for by_family in chosen.values()}
     return ServiceEndpoints(tuple(sorted(urls)), tuple(refused))
+
+
+def serving(endpoint: Obj) -> bool:
+    """An EndpointSlice endpoint that takes traffic: `ready` unset means ready, `terminating` unset means
+    not (EndpointConditions)."""
+    conditions = endpoint.get("conditions") or {}
+    return conditions.get("ready") is not False and conditions.get("terminating") is not True
 
 
 def _endpoint_identity(endpoint: Obj, url: str) -> tuple[str, ...]:

@@ -25,7 +25,8 @@ from router.discovery.kubernetes.errors import Conflict, KubeError, NotFound, de
 from router.discovery.kubernetes.settings import LeaseSettings
 
 
-def _micro_time() -> str:
+def micro_time() -> str:
+    """Now, as a Lease's MicroTime fields (acquireTime, renewTime) take it."""
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -106,7 +107,7 @@ class LeaderElector:
 
     def _lease(self, lease: Obj) -> Obj:
         spec = dict(lease.get("spec") or {})
-        now = _micro_time()
+        now = micro_time()
         if not lease["metadata"]:  # a new Lease
             spec.update(acquireTime=now, leaseTransitions=0)
         elif spec.get("holderIdentity") != self.identity:
@@ -139,7 +140,7 @@ class LeaderElector:
         try:
             lease = await self.api.get(LEASES, self.namespace, self.settings.name)
             if (lease.get("spec") or {}).get("holderIdentity") == self.identity:
-                spec = {**lease["spec"], "holderIdentity": None, "renewTime": _micro_time(),
+                spec = {**lease["spec"], "holderIdentity": None, "renewTime": micro_time(),
                         "leaseDurationSeconds": 1}
                 await self.api.replace(LEASES, self.namespace, self.settings.name, {**lease, "spec": spec})
         except KubeError as exc:
