@@ -20,7 +20,6 @@ from an older copy.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import uuid
 from collections.abc import Callable, Iterable
@@ -189,7 +188,7 @@ class KubeScaling:
 
     async def _event(self, key: ResourceKey, where: str, old: int, new: int, utilization: float, why: str) -> None:
         obj = self.lookup(key) or {"metadata": {}}
-        at = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        at = now()
         event = {"apiVersion": "v1", "kind": "Event", "type": "Normal", "reason": "Scaled",
                  "metadata": {"name": f"{key[2]}.{uuid.uuid4().hex[:16]}", "namespace": key[1]},
                  "involvedObject": {"apiVersion": ONLINE_DEPLOYMENTS.api_version, "kind": key[0], "namespace": key[1],
