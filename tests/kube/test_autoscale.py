@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from router.discovery.kubernetes.api import KubeApi
 from router.discovery.kubernetes.scaling import KubeScaling
 from router.discovery.kubernetes.settings import LeaseSettings
 from router.model import OnlineDeployment, RequestSettings, ScaleSettings, ScaleTargetRef
-from tests.helpers import SampleModel
+from tests.helpers import BackgroundLoop, SampleModel
 from tests.kube.cluster import (
     Traffic,
     deployment,
@@ -61,23 +60,14 @@ def replicas(api_server: FakeApiServer) -> int:
     return int(api_server.get("deployments", "demo-blue")["spec"]["replicas"])
 
 
-class Controllers:
+class Controllers(BackgroundLoop):
     """The Deployment and EndpointSlice controllers, in a thread: the first `spec.replicas` models are ready
     slice addresses of Service demo-blue (and the Deployment's `status.replicas`)."""
 
     def __init__(self, api_server: FakeApiServer, models: list[SampleModel]) -> None:
+        super().__init__()
         self.api_server, self.models = api_server, models
         self.sizes: list[int] = []  # every size it has made ready, in order
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Controllers:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
     def _run(self) -> None:
         deadline = time.monotonic() + 120
