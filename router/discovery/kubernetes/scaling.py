@@ -38,7 +38,7 @@ from router.discovery.kubernetes.assembly import ResourceKey
 from router.discovery.kubernetes.errors import Conflict, KubeError, NotFound, describe
 from router.discovery.kubernetes.lease import LeaderElector
 from router.discovery.kubernetes.settings import LeaseSettings
-from router.discovery.kubernetes.status import _condition, now
+from router.discovery.kubernetes.status import _condition, now, status_patch
 from router.model import OnlineDeployment, ScaleTargetRef
 
 WRITE_ATTEMPTS = 3  # a write refused as stale is made again from a fresh read, this many times in all
@@ -162,12 +162,10 @@ class KubeScaling:
         reason, message = blocked or ("TargetUtilization", "")
         condition = _condition("Scaling", blocked is None, reason, message, previous,
                                obj["metadata"].get("generation"), now())
-        conditions = [c for c in previous if c.get("type") != "Scaling"] + [condition]
-        patch: Obj = {}
-        if conditions != previous:
-            patch["conditions"] = conditions
-        if scale is not None and scale != status.get("scale"):
-            patch["scale"] = scale
+        wanted: Obj = {"conditions": [c for c in previous if c.get("type") != "Scaling"] + [condition]}
+        if scale is not None:
+            wanted["scale"] = scale
+        patch = status_patch(status, wanted) or {}
         loop = asyncio.get_running_loop()
         last = self._written.get(key)
         if not patch or (set(patch) == {"scale"} and last is not None and _only_utilization(last[0], scale)
