@@ -166,6 +166,14 @@ class Traffic(BackgroundLoop):
         self.failures: list[str] = []
         self._deadline = time.monotonic() + limit_s
 
+    @classmethod
+    @contextlib.contextmanager
+    def clients(cls, count: int, router: HasPort, endpoint: str, key: str, limit_s: float = 80
+                ) -> Iterator[list[Traffic]]:
+        """`count` of them at once (a demand of `count`: one request at a time each), for the length of the block."""
+        with contextlib.ExitStack() as stack:
+            yield [stack.enter_context(cls(router, endpoint, key, limit_s)) for _ in range(count)]
+
     def _run(self) -> None:
         headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
         path = f"/api/v1/endpoint/{self.endpoint}/score"

@@ -112,8 +112,8 @@ def holder(api_server: FakeApiServer) -> str | None:
 @contextlib.contextmanager
 def load(router: Any, clients: int) -> Iterator[list[Traffic]]:
     """`clients` clients sending to endpoint demo, one request at a time each, for the length of the block."""
-    with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(Traffic(router, "demo", KEY, limit_s=40)) for _ in range(clients)]
+    with Traffic.clients(clients, router, "demo", KEY, limit_s=40) as traffic:
+        yield traffic
 
 
 def stays_at_one_replica(router: Any, api_server: FakeApiServer) -> None:
