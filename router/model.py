@@ -69,6 +69,11 @@ class OnlineDeployment:
     request_settings: RequestSettings = field(default_factory=RequestSettings)
     scale_settings: ScaleSettings | None = None
 
+    @property
+    def autoscaled(self) -> bool:
+        """Its size is the autoscaler's to set (`scaleSettings.type: target_utilization`)."""
+        return self.scale_settings is not None and self.scale_settings.type == "target_utilization"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Secret:

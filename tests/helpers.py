@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Self
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _LIVE: set[ManagedProcess] = set()  # not yet stopped: stopped at interpreter exit if a test forgot to
@@ -38,6 +38,28 @@ def _stop_leftovers() -> None:
         leftovers = list(_LIVE)
     for process in leftovers:
         process.stop(timeout=5)
+
+
+class BackgroundLoop:
+    """`_run` in a daemon thread for the length of a `with` block: leaving the block sets `_stop`, which
+    `_run` watches, and waits up to `join_s` for the thread to end."""
+
+    join_s = 5.0
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(self.join_s)
+
+    def _run(self) -> None:
+        raise NotImplementedError
 
 
 class ProcessError(RuntimeError):

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from tests.helpers import ManagedProcess, start_process
+from tests.helpers import BackgroundLoop, ManagedProcess, start_process
 
 
 @dataclass
@@ -167,24 +167,25 @@ class HasPort(Protocol):
     port: int
 
 
-class Traffic:
+class Traffic(BackgroundLoop):
     """Steady keep-alive requests to one endpoint in a thread, bounded in time; every answer is kept."""
 
+    join_s = 15.0
+
     def __init__(self, router: HasPort, endpoint: str, key: str, limit_s: float = 80, host: str = "127.0.0.1") -> None:
+        super().__init__()
         self.router, self.endpoint, self.key, self.host = router, endpoint, key, host
         self.answers: list[tuple[float, int, str]] = []  # time, status, model name
         self.failures: list[str] = []
-        self._stop = threading.Event()
         self._deadline = time.monotonic() + limit_s
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(15)
+    @classmethod
+    @contextlib.contextmanager
+    def clients(cls, count: int, router: HasPort, endpoint: str, key: str, limit_s: float = 80
+                ) -> Iterator[list[Traffic]]:
+        """`count` of them at once (a demand of `count`: one request at a time each), for the length of the block."""
+        with contextlib.ExitStack() as stack:
+            yield [stack.enter_context(cls(router, endpoint, key, limit_s)) for _ in range(count)]
 
     def _run(self) -> None:
         headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}

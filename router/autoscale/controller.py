@@ -39,11 +39,6 @@ class ScaleTarget(Protocol):
         ...
 
 
-def autoscaled(deployment: OnlineDeployment) -> bool:
-    settings = deployment.scale_settings
-    return settings is not None and settings.type == "target_utilization"
-
-
 @dataclass
 class _Tracked:
     samples: deque[Sample] = field(default_factory=deque)
@@ -95,7 +90,7 @@ class Autoscaler:
 
     async def poll(self, now: float) -> None:
         """One tick: every deployment whose polling interval has passed is sampled (and scaled, if leading)."""
-        wanted = {(d.namespace, d.name): d for d in self.deployments() if autoscaled(d)}
+        wanted = {(d.namespace, d.name): d for d in self.deployments() if d.autoscaled}
         for key in self._tracked.keys() - wanted.keys():
             del self._tracked[key]
             metrics.autoscale_forget(*key)

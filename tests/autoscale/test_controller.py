@@ -32,18 +32,14 @@ def test_local_mode_scales_nothing_and_shows_the_size_it_would_set(
 
     wait_until(lambda: autoscale().get("desired") in (1, 2), 5, "at rest: at most the replicas it has")
     assert autoscale()["mode"] == "local (nothing is scaled)"
-    traffic = [Traffic(router, "demo", config.key, limit_s=20).__enter__() for _ in range(5)]
     seen: dict[str, object] = {}
 
     def five() -> bool:  # the state as the size went up: once the load stops, the stable window decides
         seen.update(autoscale())
         return seen.get("desired") == 5
 
-    try:
+    with Traffic.clients(5, router, "demo", config.key, limit_s=20):
         wait_until(five, 5, "five clients want five replicas")
-    finally:
-        for t in traffic:
-            t.__exit__()
     assert seen["decision"]["reason"] == "short-window demand"  # type: ignore[index]
     wait_until(lambda: autoscale().get("desired") == 1, 10, "back to minInstances without load")
     metrics = httpx.get(f"{router.admin_url}/metrics").text

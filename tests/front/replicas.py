@@ -7,6 +7,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from tests.helpers import BackgroundLoop
+
 Answer = Callable[[bytes], bytes]  # a request's head -> the bytes to answer it with
 
 
@@ -14,7 +16,7 @@ def ok(head: bytes) -> bytes:
     return b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
 
 
-class RecordingReplica:
+class RecordingReplica(BackgroundLoop):
     """A replica on loopback serving keep-alive connections, each in its own thread; it keeps each request
     head it reads (`heads`, and their first lines in `lines`) and counts connections. Each request is
     answered by `answer(head)`; with `answer_size`, by that many bytes instead, as fast as the router takes
@@ -22,6 +24,7 @@ class RecordingReplica:
     `early` seconds later."""
 
     def __init__(self, answer: Answer = ok, *, answer_size: int = 0, early: float = 0.0, rcvbuf: int = 0) -> None:
+        super().__init__()
         self.lines: list[bytes] = []
         self.heads: list[bytes] = []
         self.connections = 0
@@ -32,23 +35,16 @@ class RecordingReplica:
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen()
         self.listener.settimeout(0.2)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
 
-    def __enter__(self) -> RecordingReplica:
-        self._thread.start()
-        return self
-
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
+        super().__exit__()
         self.listener.close()
 
-    def _accept(self) -> None:
+    def _run(self) -> None:  # accepts connections, each served in a thread of its own
         while not self._stop.is_set():
             try:
                 conn, _ = self.listener.accept()

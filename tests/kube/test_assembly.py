@@ -123,6 +123,16 @@ def test_the_last_accepted_version_keeps_serving_an_invalid_edit() -> None:
     assert assembly.resources.endpoints == ()
 
 
+def test_a_deployments_report_says_whether_its_accepted_spec_is_autoscaled() -> None:
+    scaled = deployment("blue", "demo", "svc-blue")
+    scaled["spec"]["scaleSettings"] = {"type": "target_utilization", "maxInstances": 3,
+                                       "scaleTargetRef": {"kind": "Deployment", "name": "blue"}}
+    assembly, _ = build(cluster()[0], scaled, *cluster()[2:])
+    assert assembly.reports[("OnlineDeployment", "default", "blue")].autoscaled
+    assert not assembly.reports[("OnlineDeployment", "default", "green")].autoscaled
+    assert not assembly.reports[("OnlineEndpoint", "default", "demo")].autoscaled
+
+
 def test_references_to_rejected_objects_point_to_their_status() -> None:
     objects = [endpoint("demo", {"blue": 100, "green": 0}, keys="demo-keys"), secret("demo-keys", primaryKey=PRIMARY),
                deployment("blue", "demo", "svc-blue", timeout_ms=0), endpoint("other", {"x": 50}),

@@ -7,9 +7,9 @@ written to the fake Deployment's `/scale` into that many ready slice addresses o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +23,7 @@ from router.discovery.kubernetes.api import KubeApi
 from router.discovery.kubernetes.scaling import KubeScaling
 from router.discovery.kubernetes.settings import LeaseSettings
 from router.model import OnlineDeployment, RequestSettings, ScaleSettings, ScaleTargetRef
-from tests.helpers import SampleModel
+from tests.helpers import BackgroundLoop, SampleModel
 from tests.kube.cluster import (
     Traffic,
     deployment,
@@ -61,23 +61,14 @@ def replicas(api_server: FakeApiServer) -> int:
     return int(api_server.get("deployments", "demo-blue")["spec"]["replicas"])
 
 
-class Controllers:
+class Controllers(BackgroundLoop):
     """The Deployment and EndpointSlice controllers, in a thread: the first `spec.replicas` models are ready
     slice addresses of Service demo-blue (and the Deployment's `status.replicas`)."""
 
     def __init__(self, api_server: FakeApiServer, models: list[SampleModel]) -> None:
+        super().__init__()
         self.api_server, self.models = api_server, models
         self.sizes: list[int] = []  # every size it has made ready, in order
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Controllers:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
     def _run(self) -> None:
         deadline = time.monotonic() + 120
@@ -118,13 +109,18 @@ def holder(api_server: FakeApiServer) -> str | None:
         return None
 
 
-def load(router: Any, clients: int) -> list[Traffic]:
-    return [Traffic(router, "demo", KEY, limit_s=40).__enter__() for _ in range(clients)]
+@contextlib.contextmanager
+def load(router: Any, clients: int) -> Iterator[list[Traffic]]:
+    """`clients` clients sending to endpoint demo, one request at a time each, for the length of the block."""
+    with Traffic.clients(clients, router, "demo", KEY, limit_s=40) as traffic:
+        yield traffic
 
 
-def stop(traffic: list[Traffic]) -> None:
-    for t in traffic:
-        t.__exit__()
+def stays_at_one_replica(router: Any, api_server: FakeApiServer) -> None:
+    """Under a demand of 3 for 2.5 s, the Deployment is not scaled (something else owns its size)."""
+    with load(router, 3):
+        time.sleep(2.5)
+        assert replicas(api_server) == 1
 
 
 def test_load_scales_the_deployment_up_at_once_spreads_onto_the_new_replicas_and_down_after_the_window(
@@ -133,8 +129,7 @@ def test_load_scales_the_deployment_up_at_once_spreads_onto_the_new_replicas_and
     router.wait_ready()
     wait_until(lambda: holder(api_server) is not None, 10, "a router leads autoscaling")
     assert replicas(api_server) == 1
-    traffic = load(router, 4)  # four clients, one request at a time each: a demand of 4
-    try:
+    with load(router, 4) as traffic:  # four clients, one request at a time each: a demand of 4
         took = wait_until(lambda: replicas(api_server) > 1, 5, "the Deployment scaled up")
         assert took < 2.5, f"scaled up {took:.1f} s after the load began"
         wait_until(lambda: replicas(api_server) == 4, 5, "the Deployment at the demand's size")
@@ -142,8 +137,6 @@ def test_load_scales_the_deployment_up_at_once_spreads_onto_the_new_replicas_and
         ready_at = time.monotonic()
         wait_until(lambda: {name for t in traffic for at, _, name in t.answers if at > ready_at} >= {
             "blue-0", "blue-1", "blue-2", "blue-3"}, 10, "answers from every replica")
-    finally:
-        stop(traffic)
     assert all(status == 200 for t in traffic for _, status, _ in t.answers)
     stopped = time.monotonic()
     wait_until(lambda: replicas(api_server) == 1, 20, "the Deployment back to one replica")
@@ -154,7 +147,6 @@ def test_load_scales_the_deployment_up_at_once_spreads_onto_the_new_replicas_and
     down = cluster.sizes[cluster.sizes.index(4):]
     assert down == sorted(down, reverse=True) and down[1] >= 2, f"down at most halving a step: {down}"
 
-    status = api_server.get("onlinedeployments", "blue")["status"]
     wait_until(lambda: api_server.get("onlinedeployments", "blue")["status"]["scale"]["desiredReplicas"] == 1, 5,
                "status.scale says the last decision")
     status = api_server.get("onlinedeployments", "blue")["status"]
@@ -189,11 +181,8 @@ def test_the_leader_killed_is_replaced_and_the_next_decision_is_the_new_ones(
     os.kill(first.process.pid, signal.SIGKILL)  # no release: the Lease must run out
     first.process.stop()
     wait_until(lambda: holder(api_server) not in (None, old), 20, "the second router takes the Lease")
-    traffic = load(second, 3)
-    try:
+    with load(second, 3):
         wait_until(lambda: replicas(api_server) == 3, 5, "the new leader scaled up")
-    finally:
-        stop(traffic)
     first_decision = second.process.events_named("autoscale.scaled")[0]
     assert first_decision["old"] == 1 and first_decision["new"] > 1
     events = [e for e in api_server.list("events")["items"] if e["reason"] == "Scaled"]
@@ -212,12 +201,7 @@ def test_an_hpa_on_the_same_object_stops_the_router_scaling_it(
         router = start_kube_router(kubeconfig, *FAST)
         router.wait_ready()
         wait_until(lambda: holder(api_server) is not None, 10, "the router leads autoscaling")
-        traffic = load(router, 3)
-        try:
-            time.sleep(2.5)
-            assert replicas(api_server) == 1
-        finally:
-            stop(traffic)
+        stays_at_one_replica(router, api_server)
 
     def scaling() -> dict[str, Any]:
         conditions = (api_server.get("onlinedeployments", "blue").get("status") or {}).get("conditions") or []
@@ -229,21 +213,13 @@ def test_an_hpa_on_the_same_object_stops_the_router_scaling_it(
     assert "blue-hpa" in debug["blocked"] and "desired" not in debug
     metrics = httpx.get(f"http://127.0.0.1:{router.admin_port}/metrics").text
     assert "inference_router_autoscale_desired_replicas{" not in metrics  # no decision of its own to report
-    traffic = load(router, 3)
-    try:
-        time.sleep(2.5)
-        assert replicas(api_server) == 1
-    finally:
-        stop(traffic)
+    stays_at_one_replica(router, api_server)
     assert not api_server.requests_for("deployments", method="PUT")
     (logged,) = router.process.events_named("autoscale.hpa_present")
     assert logged["hpa"] == "default/blue-hpa" and logged["target"] == "Deployment/demo-blue"
     api_server.delete("horizontalpodautoscalers", "blue-hpa")  # the HPA gone: the router scales again
-    traffic = load(router, 3)
-    try:
+    with load(router, 3):
         wait_until(lambda: replicas(api_server) == 3, 5, "scaled once the HPA is gone")
-    finally:
-        stop(traffic)
     wait_until(lambda: scaling().get("status") == "True", 5, "Scaling=True again")
     assert router.stop() == 0
 

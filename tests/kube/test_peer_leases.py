@@ -47,6 +47,15 @@ async def lease_peers(kubeconfig: Path, address: str, timeout: float = 2.0,
         await peers.close()
 
 
+@contextlib.asynccontextmanager
+async def two_members(api_server: FakeApiServer, kubeconfig: Path) -> AsyncIterator[tuple[LeasePeers, LeasePeers]]:
+    """Routers 10.0.0.1 and 10.0.0.2, both ready in the peer Service, once the first sees both as members."""
+    seed_peer_service(api_server, ADDRESSES[:2])
+    async with lease_peers(kubeconfig, "10.0.0.1") as one, lease_peers(kubeconfig, "10.0.0.2") as two:
+        await until(lambda: one.view(now()).members == (me("10.0.0.1"), me("10.0.0.2")), timeout=10)
+        yield one, two
+
+
 def seed_peer_service(api_server: FakeApiServer, addresses: list[str], *, not_ready: tuple[str, ...] = ()) -> None:
     for n, address in enumerate(addresses):
         api_server.create("endpointslices", endpoint_slice(f"{SERVICE}-{n}", SERVICE, 9091, address=address,
@@ -85,9 +94,7 @@ async def test_routers_find_each_other_by_their_leases_and_the_peer_service(api_
 @in_a_loop
 async def test_a_router_whose_lease_expires_leaves_only_after_its_duration(api_server: FakeApiServer,
                                                                            kubeconfig: Path) -> None:
-    seed_peer_service(api_server, ADDRESSES[:2])
-    async with lease_peers(kubeconfig, "10.0.0.1") as one, lease_peers(kubeconfig, "10.0.0.2") as two:
-        await until(lambda: one.view(now()).members == (me("10.0.0.1"), me("10.0.0.2")), timeout=10)
+    async with two_members(api_server, kubeconfig) as (one, two):
         two.task.cancel()  # type: ignore[attr-defined]  # it crashed: its Lease stays, no longer renewed
         stopped = time.monotonic()
         await asyncio.sleep(1.0)
@@ -102,9 +109,7 @@ async def test_a_router_whose_lease_expires_leaves_only_after_its_duration(api_s
 @in_a_loop
 async def test_a_router_that_stops_deletes_its_lease_and_is_forgotten_at_once(api_server: FakeApiServer,
                                                                              kubeconfig: Path) -> None:
-    seed_peer_service(api_server, ADDRESSES[:2])
-    async with lease_peers(kubeconfig, "10.0.0.1") as one, lease_peers(kubeconfig, "10.0.0.2") as two:
-        await until(lambda: one.view(now()).members == (me("10.0.0.1"), me("10.0.0.2")), timeout=10)
+    async with two_members(api_server, kubeconfig) as (one, two):
         await two.stop()  # while its renewal loop still runs, as in a draining router
         assert not two.view(now()).valid
         took = await until(lambda: me("10.0.0.2") not in one.view(now()).alive, timeout=5)

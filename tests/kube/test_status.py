@@ -10,7 +10,7 @@ from router.discovery.kubernetes.assembly import Report
 from router.discovery.kubernetes.lease import LeaderElector
 from router.discovery.kubernetes.settings import LeaseSettings, WatchSettings
 from router.discovery.kubernetes.status import StatusWriter, render, status_patch
-from tests.kube.cluster import endpoint, running, until
+from tests.kube.cluster import deployment, endpoint, running, until
 from tests.kube.fake_apiserver import FakeApiServer
 
 ENDPOINT = ("OnlineEndpoint", "default", "demo")
@@ -42,11 +42,24 @@ def test_a_rejected_spec_says_why_and_whether_an_older_one_serves() -> None:
 def test_the_autoscalers_condition_is_kept_as_the_object_shows_it() -> None:
     scaling = {"type": "Scaling", "status": "False", "reason": "HorizontalPodAutoscalerPresent", "message": "hpa"}
     obj = {"metadata": {"generation": 1}, "status": {"conditions": [scaling], "scale": {"desiredReplicas": 2}}}
-    status = render(("OnlineDeployment", "default", "blue"), Report(generation=1, serving=True), obj,
-                    scoring_base_url="", at="T1")
+    status = render(("OnlineDeployment", "default", "blue"), Report(generation=1, serving=True, autoscaled=True),
+                    obj, scoring_base_url="", at="T1")
     assert [c["type"] for c in status["conditions"]] == ["Accepted", "Ready", "Scaling"]
     assert status["conditions"][2] == scaling
     assert "scale" not in status_patch(obj["status"], status)  # type: ignore[operator]
+
+
+def test_a_deployment_no_longer_autoscaled_loses_the_autoscalers_status() -> None:
+    scaling = {"type": "Scaling", "status": "True", "reason": "TargetUtilization", "message": ""}
+    obj = {"metadata": {"generation": 2}, "status": {"conditions": [scaling], "scale": {"desiredReplicas": 2}}}
+    status = render(("OnlineDeployment", "default", "blue"), Report(generation=2, serving=True), obj,
+                    scoring_base_url="", at="T1")
+    assert [c["type"] for c in status["conditions"]] == ["Accepted", "Ready"]
+    patch = status_patch(obj["status"], status)
+    assert patch is not None and patch["scale"] is None  # a merge patch's null removes the field
+    never = render(("OnlineDeployment", "default", "blue"), Report(generation=1, serving=True), {"metadata": {}},
+                   scoring_base_url="", at="T1")
+    assert "scale" not in (status_patch(None, never) or {})  # nothing to remove: nothing patched
 
 
 def test_a_transition_time_changes_only_with_the_status() -> None:
@@ -131,6 +144,28 @@ def test_the_status_claims_the_generation_judged_not_one_written_since(
     assert status["observedGeneration"] == 1  # generation 2 is not yet judged: nothing claims it is accepted
     assert [(c["type"], c["status"], c["observedGeneration"]) for c in status["conditions"]] == [
         ("Accepted", "True", 1), ("Ready", "True", 1)]
+
+
+def test_the_writer_removes_the_scale_status_of_a_deployment_no_longer_autoscaled(
+        api_server: FakeApiServer, kubeconfig: Path) -> None:
+    api_server.create("onlinedeployments", deployment("blue", "demo", "demo-blue"))  # no scaleSettings (any more)
+    scaling = {"type": "Scaling", "status": "True", "reason": "TargetUtilization", "message": ""}
+    api_server.store.update("onlinedeployments", "default", "blue", lambda obj: obj | {"status": {
+        "conditions": [scaling], "scale": {"desiredReplicas": 3, "utilization": 80}}}, status=True)
+    key = ("OnlineDeployment", "default", "blue")
+
+    async def main() -> None:
+        api = await KubeApi.connect(str(kubeconfig))
+        writer = StatusWriter(api, lambda key: api_server.get("onlinedeployments", key[2]), lambda: True,
+                              scoring_base_url="", settings=WatchSettings())
+        writer.offer({key: Report(generation=1, serving=True)})
+        async with running(writer.run()):
+            await until(lambda: "scale" not in api_server.get("onlinedeployments", "blue")["status"])
+        await api.close()
+
+    asyncio.run(main())
+    status = api_server.get("onlinedeployments", "blue")["status"]
+    assert [c["type"] for c in status["conditions"]] == ["Accepted", "Ready"]
 
 
 def test_a_holder_cut_off_stops_leading_at_its_renew_deadline_before_anyone_takes_over(

@@ -73,6 +73,7 @@ class Report:
     waiting: tuple[str, ...] = ()  # what keeps it from being fully ready
     ready_replicas: int = 0
     deployments: Mapping[str, int] = field(default_factory=dict)  # an endpoint's ready replicas per deployment
+    autoscaled: bool = False  # a deployment whose accepted spec asks for the autoscaler
 
     @property
     def ready(self) -> bool:
@@ -327,7 +328,8 @@ def assemble(raw: Mapping[str, Iterable[Obj]], parsed: Mapping[ResourceKey, Pars
         reports[key] = Report(generation=parsed[key].generation, version=parsed[key].version,
                               problems=tuple(problems[key]), serving=key in serving, waiting=tuple(waiting[key]),
                               ready_replicas=sum(counts.values()) if key[0] == ONLINE_ENDPOINTS.kind
-                              else ready.get(key, 0), deployments=MappingProxyType(counts))
+                              else ready.get(key, 0), deployments=MappingProxyType(counts),
+                              autoscaled=key in deployments and deployments[key].autoscaled)
     used_secrets = {(ep.namespace, ep.keys_secret_ref) for ep in routed if ep.keys_secret_ref}
     resources = Resources(
         endpoints=tuple(routed),

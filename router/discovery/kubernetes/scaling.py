@@ -20,7 +20,6 @@ from an older copy.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import uuid
 from collections.abc import Callable, Iterable
@@ -39,7 +38,7 @@ from router.discovery.kubernetes.assembly import ResourceKey
 from router.discovery.kubernetes.errors import Conflict, KubeError, NotFound, describe
 from router.discovery.kubernetes.lease import LeaderElector
 from router.discovery.kubernetes.settings import LeaseSettings
-from router.discovery.kubernetes.status import _condition, now
+from router.discovery.kubernetes.status import _condition, now, status_patch
 from router.model import OnlineDeployment, ScaleTargetRef
 
 WRITE_ATTEMPTS = 3  # a write refused as stale is made again from a fresh read, this many times in all
@@ -163,12 +162,10 @@ class KubeScaling:
         reason, message = blocked or ("TargetUtilization", "")
         condition = _condition("Scaling", blocked is None, reason, message, previous,
                                obj["metadata"].get("generation"), now())
-        conditions = [c for c in previous if c.get("type") != "Scaling"] + [condition]
-        patch: Obj = {}
-        if conditions != previous:
-            patch["conditions"] = conditions
-        if scale is not None and scale != status.get("scale"):
-            patch["scale"] = scale
+        wanted: Obj = {"conditions": [c for c in previous if c.get("type") != "Scaling"] + [condition]}
+        if scale is not None:
+            wanted["scale"] = scale
+        patch = status_patch(status, wanted) or {}
         loop = asyncio.get_running_loop()
         last = self._written.get(key)
         if not patch or (set(patch) == {"scale"} and last is not None and _only_utilization(last[0], scale)
@@ -189,7 +186,7 @@ class KubeScaling:
 
     async def _event(self, key: ResourceKey, where: str, old: int, new: int, utilization: float, why: str) -> None:
         obj = self.lookup(key) or {"metadata": {}}
-        at = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        at = now()
         event = {"apiVersion": "v1", "kind": "Event", "type": "Normal", "reason": "Scaled",
                  "metadata": {"name": f"{key[2]}.{uuid.uuid4().hex[:16]}", "namespace": key[1]},
                  "involvedObject": {"apiVersion": ONLINE_DEPLOYMENTS.api_version, "kind": key[0], "namespace": key[1],

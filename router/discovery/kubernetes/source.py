@@ -268,9 +268,7 @@ class KubernetesSource:
         """Once a deployment asks to be autoscaled: run for the autoscaler's Lease and watch the HPAs (not
         before: a router whose deployments all have a fixed size needs neither, nor their RBAC)."""
         scaling = self.scaling
-        if scaling is None or scaling.started or not any(
-                d.scale_settings is not None and d.scale_settings.type == "target_utilization"
-                for d in resources.deployments):
+        if scaling is None or scaling.started or not any(d.autoscaled for d in resources.deployments):
             return
         scaling.started = True
         hpas = self._start(Selection(kind=HORIZONTAL_POD_AUTOSCALERS, namespace=self.settings.namespace),

@@ -6,7 +6,7 @@ OnlineDeployment `readyReplicas`; on both `observedGeneration` and two condition
 `Accepted` (the spec is valid, or why not) and `Ready` (routed, every reference resolved,
 replicas to take its traffic). A condition's `lastTransitionTime` changes only when its
 status does. `status.scale` and the `Scaling` condition are the autoscaler's (`scaling`):
-they are left as they are.
+they are left as they are while the deployment is autoscaled, and removed once it is not.
 
 The writer patches (JSON merge patch on the status subresource) only what differs from
 the status the watch last showed, and only while this replica holds the Lease. Its own
@@ -54,10 +54,15 @@ def render(key: ResourceKey, report: Report, obj: Obj, *, scoring_base_url: str,
         ready = _condition("Ready", False, "Rejected", "the spec is invalid", previous, generation, at)
     else:
         ready = _condition("Ready", False, "Waiting", "; ".join(report.waiting), previous, generation, at)
-    # conditions of other writers (the autoscaler's Scaling) are kept as the object shows them
-    others = [c for c in previous if isinstance(c, dict) and c.get("type") not in ("Accepted", "Ready")]
+    # conditions of other writers (the autoscaler's Scaling) are kept as the object shows them, the
+    # autoscaler's only while the deployment is autoscaled: once it is not, nothing would ever update them
+    owned = ("Accepted", "Ready") if report.autoscaled or key[0] != ONLINE_DEPLOYMENTS.kind else (
+        "Accepted", "Ready", "Scaling")
+    others = [c for c in previous if isinstance(c, dict) and c.get("type") not in owned]
     status: Obj = {"readyReplicas": report.ready_replicas, "observedGeneration": generation,
                    "conditions": [accepted, ready, *others]}
+    if key[0] == ONLINE_DEPLOYMENTS.kind and not report.autoscaled:
+        status["scale"] = None  # removed by the merge patch, if it is there
     if key[0] == ONLINE_ENDPOINTS.kind:
         status["scoringUri"] = f"{scoring_base_url}/api/v1/endpoint/{key[2]}/score"
         status["deployments"] = dict(report.deployments)
