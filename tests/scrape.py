@@ -57,3 +57,8 @@ def wait_for(router: RouterProcess, check: Callable[[Scrape], bool], timeout: fl
         if check(metrics) or time.monotonic() > deadline:
             return metrics
         time.sleep(0.02)
+
+
+def open_connections(router: RouterProcess) -> float:
+    """The client connections the router counts open."""
+    return scrape(router).value("inference_router_client_connections") or 0.0

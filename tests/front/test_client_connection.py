@@ -33,7 +33,7 @@ from tests.routing import (
     statuses,
     wait_until,
 )
-from tests.scrape import scrape
+from tests.scrape import open_connections
 
 KEY = "primary-key-0123456789"
 
@@ -56,10 +56,6 @@ def req(query: str = "", body: bytes = b"{}", key: str = KEY, extra: str = "") -
 
 def chunked(query: str = "", extra: str = "") -> bytes:
     return req(query, b"", extra=extra).replace(b"Content-Length: 0", b"Transfer-Encoding: chunked")
-
-
-def open_connections(router: RouterProcess) -> float:
-    return scrape(router).value("inference_router_client_connections") or 0.0
 
 
 # -- 13.1: trailers count against the header limits -------------------------------------------------

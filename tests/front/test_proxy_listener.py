@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.front.test_client_connection import open_connections
+from tests.proxy_headers import INET6, LOCAL, inet, tlv, v2
 from tests.routing import (
     Config,
     RouterProcess,
@@ -31,8 +31,7 @@ from tests.routing import (
     status_of,
     wait_until,
 )
-from tests.scrape import scrape
-from tests.test_proxy_protocol import INET6, LOCAL, inet, tlv, v2
+from tests.scrape import open_connections, scrape
 
 KEY = "primary-key-0123456789"
 PROXIED = ("--proxy-protocol", "--trusted-proxies", "127.0.0.1")

@@ -17,8 +17,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.proxy_headers import INET6, inet, v2
 from tests.routing import StartedModel, answer_complete, connect, read_until, status_of
-from tests.test_proxy_protocol import INET6, inet, v2
 from tests.tls.conftest import TlsRouter, config_for, start_tls_router
 from tests.tls.pki import CNAME, Pki
 
