@@ -74,6 +74,19 @@ class Config:
         return yaml.safe_dump_all(self.documents(), sort_keys=False)
 
 
+def token_endpoint_documents(url: str, signing_key: str) -> list[dict[str, Any]]:
+    """Documents of an aml_token endpoint `secure` (deployment `tok` at `url`) signing with `signing_key`."""
+    api = "inference-router.dev/v1alpha1"
+    return [
+        {"apiVersion": api, "kind": "OnlineEndpoint", "metadata": {"name": "secure"},
+         "spec": {"authMode": "aml_token", "keysSecretRef": "secure-keys", "traffic": {"tok": 100}}},
+        {"apiVersion": api, "kind": "OnlineDeployment", "metadata": {"name": "tok"},
+         "spec": {"endpointName": "secure", "backend": {"urls": [url]}}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "secure-keys"},
+         "stringData": {"primaryKey": "secure-primary-key-0123", "tokenSigningKey": signing_key}},
+    ]
+
+
 @dataclass
 class RouterProcess:
     process: ManagedProcess

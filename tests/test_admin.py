@@ -11,9 +11,8 @@ import httpx
 import pytest
 
 from router.admin import FAILED_ATTEMPTS, FAILED_WINDOW_S, FailedAttempts
-from tests.front.test_hostile_input import token_endpoint_documents
 from tests.helpers import SampleModel
-from tests.routing import Config, RouterProcess, start_router, start_sample_model
+from tests.routing import Config, RouterProcess, start_router, start_sample_model, token_endpoint_documents
 
 SECURE_KEY = "secure-primary-key-0123"
 

@@ -27,6 +27,7 @@ from tests.routing import (
     start_router,
     start_sample_model,
     status_of,
+    token_endpoint_documents,
 )
 
 KEY = "primary-key-0123456789"
@@ -45,18 +46,6 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterProcess]:
     yield r
     r.stop()
     model.process.stop()
-
-
-def token_endpoint_documents(url: str, signing_key: str) -> list[dict]:
-    api = "inference-router.dev/v1alpha1"
-    return [
-        {"apiVersion": api, "kind": "OnlineEndpoint", "metadata": {"name": "secure"},
-         "spec": {"authMode": "aml_token", "keysSecretRef": "secure-keys", "traffic": {"tok": 100}}},
-        {"apiVersion": api, "kind": "OnlineDeployment", "metadata": {"name": "tok"},
-         "spec": {"endpointName": "secure", "backend": {"urls": [url]}}},
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "secure-keys"},
-         "stringData": {"primaryKey": "secure-primary-key-0123", "tokenSigningKey": signing_key}},
-    ]
 
 
 def error_of(answer: bytes) -> dict:
