@@ -7,6 +7,7 @@ the router's own pauses that are not the client's to pay for.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -143,48 +144,45 @@ def test_a_body_trickling_after_a_refusal_does_not_hold_the_connection(router: R
 
 # -- 13.2: a client that stops reading is aborted after --send-timeout ------------------------------------
 
-def test_a_client_that_stops_reading_is_aborted_and_counted_out(tmp_path: Path) -> None:
-    with RecordingReplica(answer_size=32 * 1024 * 1024) as replica:
+@contextlib.contextmanager
+def small_buffered_client(tmp_path: Path, answer_size: int) -> Iterator[tuple[RouterProcess, socket.socket]]:
+    """A router with --send-timeout 1 before a replica answering `answer_size` bytes, and a client with a
+    small receive buffer whose request was sent."""
+    with RecordingReplica(answer_size=answer_size) as replica:
         router = start_router(tmp_path, Config(key=KEY).deployment("main", [replica.url], weight=100),
                               "--send-timeout", "1")
         try:
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            s.settimeout(10)
-            s.connect(("127.0.0.1", router.port))
-            s.sendall(req())
-            assert s.recv(200)  # then reads no more
-            wait_until(lambda: open_connections(router) == 1, 5, "the connection counted")
-            waited = wait_until(lambda: open_connections(router) == 0, 10, "the stalled connection aborted")
-            assert waited < 6
-            assert router.process.events_named("client.stalled")
-            s.close()
-            assert httpx.post(router.score_url(), headers=router.auth, content=b"{}",
-                              timeout=5).status_code == 200
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.settimeout(10)
+                s.connect(("127.0.0.1", router.port))
+                s.sendall(req())
+                yield router, s
         finally:
             router.stop()
+
+
+def test_a_client_that_stops_reading_is_aborted_and_counted_out(tmp_path: Path) -> None:
+    with small_buffered_client(tmp_path, 32 * 1024 * 1024) as (router, s):
+        assert s.recv(200)  # then reads no more
+        wait_until(lambda: open_connections(router) == 1, 5, "the connection counted")
+        waited = wait_until(lambda: open_connections(router) == 0, 10, "the stalled connection aborted")
+        assert waited < 6
+        assert router.process.events_named("client.stalled")
+        s.close()
+        assert httpx.post(router.score_url(), headers=router.auth, content=b"{}",
+                          timeout=5).status_code == 200
 
 
 def test_a_slow_reader_whose_output_moves_is_not_aborted(tmp_path: Path) -> None:
-    with RecordingReplica(answer_size=4 * 1024 * 1024) as replica:
-        router = start_router(tmp_path, Config(key=KEY).deployment("main", [replica.url], weight=100),
-                              "--send-timeout", "1")
-        try:
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            s.settimeout(10)
-            s.connect(("127.0.0.1", router.port))
-            s.sendall(req())
-            received, started = 0, time.monotonic()
-            while received < 4 * 1024 * 1024 and time.monotonic() - started < 30:
-                chunk = s.recv(65536)
-                assert chunk, f"closed after {received} bytes"
-                received += len(chunk)
-                time.sleep(0.002)  # about 2 s for the whole answer, more than the send timeout
-            assert received >= 4 * 1024 * 1024
-            s.close()
-        finally:
-            router.stop()
+    with small_buffered_client(tmp_path, 4 * 1024 * 1024) as (_, s):
+        received, started = 0, time.monotonic()
+        while received < 4 * 1024 * 1024 and time.monotonic() - started < 30:
+            chunk = s.recv(65536)
+            assert chunk, f"closed after {received} bytes"
+            received += len(chunk)
+            time.sleep(0.002)  # about 2 s for the whole answer, more than the send timeout
+        assert received >= 4 * 1024 * 1024
 
 
 # -- 20.1: a client that does not read its answers holds at most its buffers -----------------------------
