@@ -152,6 +152,27 @@ def start_sample_model(*args: str) -> StartedModel:
     return StartedModel(process, process.ready["port"])
 
 
+@contextlib.contextmanager
+def router_before_sample_model(directory: Path, *flags: str,
+                               extra_documents: Callable[[str], list[dict[str, Any]]] | None = None,
+                               **deployment: Any) -> Iterator[RouterProcess]:
+    """A router started with `flags` before a sample model `m`: endpoint demo, whose one deployment `main`
+    (`deployment`: its settings, as Config.deployment takes them) takes all traffic, and the documents
+    `extra_documents(model_url)`. Both are stopped on exit."""
+    model = start_sample_model("--name", "m")
+    try:
+        config = Config().deployment("main", [model.url], weight=100, **deployment)
+        if extra_documents is not None:
+            config.extra_documents = extra_documents(model.url)
+        router = start_router(directory, config, *flags)
+        try:
+            yield router
+        finally:
+            router.stop()
+    finally:
+        model.process.stop()
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> float:
     """Seconds until `predicate()` is true; AssertionError naming `what` after `timeout`."""
     start = time.monotonic()

@@ -28,8 +28,8 @@ from tests.routing import (
     exchange,
     read_all,
     read_until,
+    router_before_sample_model,
     start_router,
-    start_sample_model,
     status_of,
     statuses,
     wait_until,
@@ -41,13 +41,9 @@ KEY = "primary-key-0123456789"
 
 @pytest.fixture(scope="module")
 def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterProcess]:
-    model = start_sample_model("--name", "m")
-    config = Config(key=KEY).deployment("main", [model.url], weight=100, concurrency=4)
-    r = start_router(tmp_path_factory.mktemp("client"), config, "--max-header-bytes", "16384",
-                     "--max-header-count", "100", "--body-timeout", "2")
-    yield r
-    r.stop()
-    model.process.stop()
+    with router_before_sample_model(tmp_path_factory.mktemp("client"), "--max-header-bytes", "16384",
+                                    "--max-header-count", "100", "--body-timeout", "2", concurrency=4) as r:
+        yield r
 
 
 def req(query: str = "", body: bytes = b"{}", key: str = KEY, extra: str = "") -> bytes:
@@ -193,15 +189,9 @@ def rss_kib(router: RouterProcess) -> int:
 
 
 def test_pipelined_requests_never_read_do_not_grow_memory(tmp_path: Path) -> None:
-    model = start_sample_model("--name", "m")
     # (the access log off: what it keeps for a reader that falls behind is bounded on its own)
-    router = start_router(tmp_path, Config(key=KEY).deployment("main", [model.url], weight=100),
-                          "--access-log", "off")
-    try:
+    with router_before_sample_model(tmp_path, "--access-log", "off") as router:
         pipeline_and_never_read(router)
-    finally:
-        router.stop()
-        model.process.stop()
 
 
 def pipeline_and_never_read(router: RouterProcess) -> None:
@@ -252,10 +242,7 @@ def test_an_error_to_a_request_without_a_body_keeps_the_connection(router: Route
 # -- 20.2: connections per client address --------------------------------------------------------------
 
 def test_connections_from_one_address_are_limited_and_others_still_get_in(tmp_path: Path) -> None:
-    model = start_sample_model("--name", "m")
-    router = start_router(tmp_path, Config(key=KEY).deployment("main", [model.url], weight=100),
-                          "--max-connections", "30")  # 3 per address by default: a tenth
-    try:
+    with router_before_sample_model(tmp_path, "--max-connections", "30") as router:  # 3 per address by default: a tenth
         held = [connect(router.port) for _ in range(3)]
         wait_until(lambda: open_connections(router) == 3, 5, "three connections counted")
         answer = exchange(router.port, req(extra="Connection: close\r\n"), quiet_ok=True)
@@ -270,18 +257,12 @@ def test_connections_from_one_address_are_limited_and_others_still_get_in(tmp_pa
         assert status_of(exchange(router.port, req(extra="Connection: close\r\n"), quiet_ok=True)) == 200
         for s in held:
             s.close()
-    finally:
-        router.stop()
-        model.process.stop()
 
 
 # -- 13.11: only the time the client is responsible for counts -------------------------------------------
 
 def test_time_the_router_did_not_read_is_not_counted_against_the_body_timeout(tmp_path: Path) -> None:
-    model = start_sample_model("--name", "m")
-    router = start_router(tmp_path, Config(key=KEY).deployment("main", [model.url], weight=100, concurrency=1,
-                                                               queue_wait_ms=8000), "--body-timeout", "2")
-    try:
+    with router_before_sample_model(tmp_path, "--body-timeout", "2", concurrency=1, queue_wait_ms=8000) as router:
         blocker = threading.Thread(target=lambda: httpx.post(router.score_url(query="latency_ms=3500"),
                                                              headers=router.auth, content=b"{}", timeout=10))
         blocker.start()  # holds the only slot for 3.5 s
@@ -295,15 +276,9 @@ def test_time_the_router_did_not_read_is_not_counted_against_the_body_timeout(tm
             s.sendall(body[-2:])
             answer = read_all(s, quiet_after=10)
         assert statuses(answer) == [200], answer[:300]
-    finally:
-        router.stop()
-        model.process.stop()
 
 
 def test_a_timeout_acts_within_a_tenth_of_its_length_not_a_second_late(tmp_path: Path) -> None:
-    model = start_sample_model("--name", "m")
-    router = start_router(tmp_path, Config(key=KEY).deployment("main", [model.url], weight=100),
-                          "--header-timeout", "1")
     late: list[float] = []
 
     def half_a_head() -> None:
@@ -314,7 +289,8 @@ def test_a_timeout_acts_within_a_tenth_of_its_length_not_a_second_late(tmp_path:
             assert status_of(answer) == 408
             late.append(time.monotonic() - started - 1.0)
 
-    try:  # three heads started a third of a second apart: a once-a-second sweep is late for some of them
+    # three heads started a third of a second apart: a once-a-second sweep is late for some of them
+    with router_before_sample_model(tmp_path, "--header-timeout", "1") as router:
         threads = [threading.Thread(target=half_a_head) for _ in range(3)]
         for thread in threads:
             thread.start()
@@ -322,6 +298,3 @@ def test_a_timeout_acts_within_a_tenth_of_its_length_not_a_second_late(tmp_path:
         for thread in threads:
             thread.join(10)
         assert len(late) == 3 and max(late) < 0.3, late
-    finally:
-        router.stop()
-        model.process.stop()
