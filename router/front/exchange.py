@@ -36,7 +36,7 @@ from router.balancing.table import SWAGGER
 from router.errors import BadGateway, GatewayTimeout, PayloadTooLarge, RouterError, ServiceUnavailable
 from router.front.deadlines import Deadlines
 from router.front.mirror import MirrorCopy
-from router.front.pauses import PENDING, UPSTREAM
+from router.front.pauses import OUTPUT, PENDING, UPSTREAM
 from router.front.responses import CONTINUE, error_response
 from router.front.scoring import HOP_BY_HOP, RequestHead, replica_target, resolve, upstream_head
 from router.front.telemetry import CLIENT_CLOSED
@@ -229,7 +229,7 @@ class Exchange:
     def _attach(self, conn: UpstreamConnection) -> None:
         self.upstream = conn
         conn.serve(self)
-        if self.client.writing_paused:  # the client is not keeping up: hold the answer back from the start
+        if self.client.paused & OUTPUT:  # the client is not keeping up: hold the answer back from the start
             self.hold_answer()
         client, replica = self.client, self.replica
         assert replica is not None
