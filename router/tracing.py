@@ -8,7 +8,9 @@ parent id is the router's own span, new for each request:
   exports its spans (the flag says the caller "may have recorded" the trace).
 Ids must be unique, not secret: a new trace id is a random part drawn once per process
 and 64 bits from `random.getrandbits` (as OpenTelemetry's own generator), a span id a
-random per-process part and the request's serial number.
+random per-process part and 48 random bits the caller gives: the request's own random id's
+(router.front.scoring draws them in batches), so a span id costs no draw of its own and,
+as the request ids, tells nothing of the requests before it.
 
 Export (`SpanExport`) is off by default and needs the `otel` extra
 (`pip install -e '.[otel]'` in the checkout); the OpenTelemetry SDK is imported only here,
@@ -20,7 +22,6 @@ variables.
 
 from __future__ import annotations
 
-import itertools
 import random
 import re
 import secrets
@@ -34,20 +35,19 @@ EXPORTERS = ("off", "otlp", "console")
 _TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE, _ZERO_SPAN = b"0" * 32, b"0" * 16
 # new trace ids: 16 hex digits drawn once per process, then 16 drawn per trace (samplers such as
-# OpenTelemetry's TraceIdRatioBased decide on the low 64 bits); span ids: 4 random (never zero), then the serial
+# OpenTelemetry's TraceIdRatioBased decide on the low 64 bits); span ids: 4 random (never zero), then 12
+# random ones per request
 _TRACE_PREFIX = b"%016x" % (secrets.randbits(64) | 1)
 _bits = random.getrandbits
 _SPAN_PREFIX = b"%04x" % (secrets.randbelow(0xFFFF) + 1)
-_serials = itertools.count(secrets.randbits(32))
 
 
 new_trace_flags = b"00"  # b"01" while spans are exported: see `SpanExport`
 
 
-def request_ids(incoming: bytes) -> tuple[bytes, bytes]:
-    """A new request's serial number (12 hex digits, per process), and the `traceparent` the router sends
-    upstream for it: the caller's trace (`incoming`, if valid) with the router's span, else a new trace."""
-    number = b"%012x" % (next(_serials) & 0xFFFFFFFFFFFF)
+def traceparent(incoming: bytes, span: bytes) -> bytes:
+    """The `traceparent` the router sends upstream for a new request: the caller's trace (`incoming`, if
+    valid) with the router's span, else a new trace. `span`: 12 random hex digits, the span's own."""
     if incoming:
         incoming = incoming.strip()
         m = _TRACEPARENT.match(incoming)
@@ -56,8 +56,8 @@ def request_ids(incoming: bytes) -> tuple[bytes, bytes]:
                                                 len(incoming) == 55 or incoming[55:56] == b"-"):
             trace_id = m[2]
             if trace_id != _ZERO_TRACE and m[3] != _ZERO_SPAN:
-                return number, b"00-%s-%s%s-%s" % (trace_id, _SPAN_PREFIX, number, m[4])
-    return number, b"00-%s%016x-%s%s-%s" % (_TRACE_PREFIX, _bits(64), _SPAN_PREFIX, number, new_trace_flags)
+                return b"00-%s-%s%s-%s" % (trace_id, _SPAN_PREFIX, span, m[4])
+    return b"00-%s%016x-%s%s-%s" % (_TRACE_PREFIX, _bits(64), _SPAN_PREFIX, span, new_trace_flags)
 
 
 def parent_span_id(incoming: bytes, outgoing: bytes) -> bytes:

@@ -74,8 +74,8 @@ class Config:
         return yaml.safe_dump_all(self.documents(), sort_keys=False)
 
 
-def token_endpoint_documents(url: str, signing_key: str) -> list[dict]:
-    """An `aml_token` endpoint "secure" (key secure-primary-key-0123) with one deployment "tok" at `url`."""
+def token_endpoint_documents(url: str, signing_key: str) -> list[dict[str, Any]]:
+    """Documents of an aml_token endpoint `secure` (deployment `tok` at `url`) signing with `signing_key`."""
     api = "inference-router.dev/v1alpha1"
     return [
         {"apiVersion": api, "kind": "OnlineEndpoint", "metadata": {"name": "secure"},
@@ -150,6 +150,27 @@ def start_sample_model(*args: str) -> StartedModel:
     """A sample model for fixtures wider than one test (stop it with `.process.stop()`)."""
     process = start_process([sys.executable, "-m", "router.sample_model", "--port", "0", *args])
     return StartedModel(process, process.ready["port"])
+
+
+@contextlib.contextmanager
+def router_before_sample_model(directory: Path, *flags: str,
+                               extra_documents: Callable[[str], list[dict[str, Any]]] | None = None,
+                               **deployment: Any) -> Iterator[RouterProcess]:
+    """A router started with `flags` before a sample model `m`: endpoint demo, whose one deployment `main`
+    (`deployment`: its settings, as Config.deployment takes them) takes all traffic, and the documents
+    `extra_documents(model_url)`. Both are stopped on exit."""
+    model = start_sample_model("--name", "m")
+    try:
+        config = Config().deployment("main", [model.url], weight=100, **deployment)
+        if extra_documents is not None:
+            config.extra_documents = extra_documents(model.url)
+        router = start_router(directory, config, *flags)
+        try:
+            yield router
+        finally:
+            router.stop()
+    finally:
+        model.process.stop()
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> float:

@@ -10,11 +10,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.routing import RouterProcess
+
+
+class HasAdmin(Protocol):
+    @property
+    def admin_url(self) -> str: ...
 
 
 @dataclass
@@ -38,7 +44,7 @@ class Scrape:
         return None
 
 
-def scrape(router: RouterProcess) -> Scrape:
+def scrape(router: HasAdmin) -> Scrape:
     response = httpx.get(f"{router.admin_url}/metrics", timeout=10)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
@@ -57,3 +63,14 @@ def wait_for(router: RouterProcess, check: Callable[[Scrape], bool], timeout: fl
         if check(metrics) or time.monotonic() > deadline:
             return metrics
         time.sleep(0.02)
+
+
+def open_connections(router: RouterProcess) -> float:
+    """The client connections the router counts open."""
+    return scrape(router).value("inference_router_client_connections") or 0.0
+
+
+def proxy_rejections(router: HasAdmin) -> dict[str, float]:
+    """Connections closed for their PROXY protocol header, by reason."""
+    series = scrape(router).series("inference_router_proxy_protocol_rejections_total", "reason")
+    return {reason: value for (reason,), value in series.items()}

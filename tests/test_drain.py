@@ -88,6 +88,22 @@ class KeepAliveClient:
             self.conn = None
 
 
+def score(conn: http.client.HTTPConnection, router: RouterProcess) -> http.client.HTTPResponse:
+    """A scoring request on `conn`, and its answer, read whole."""
+    conn.request("POST", "/api/v1/endpoint/demo/score", body=b"{}", headers=router.auth)
+    answer = conn.getresponse()
+    answer.read()
+    return answer
+
+
+def used_keep_alive_connection(router: RouterProcess) -> http.client.HTTPConnection:
+    """A keep-alive connection that carried one request, answered and kept open."""
+    conn = http.client.HTTPConnection("127.0.0.1", router.port, timeout=10)
+    answer = score(conn, router)
+    assert answer.status == 200 and not answer.will_close
+    return conn
+
+
 def test_sigterm_under_keep_alive_traffic_loses_no_request(
         tmp_path: Path, sample_model_factory: Callable[..., SampleModel]) -> None:
     model = sample_model_factory("--latency-ms", "10")
@@ -104,11 +120,7 @@ def test_sigterm_under_keep_alive_traffic_loses_no_request(
 
     try:
         # An idle keep-alive connection, used once before SIGTERM and never again.
-        idle = http.client.HTTPConnection("127.0.0.1", router.port, timeout=10)
-        idle.request("POST", "/api/v1/endpoint/demo/score", body=b"{}", headers=router.auth)
-        answer = idle.getresponse()
-        assert answer.status == 200 and not answer.will_close
-        answer.read()
+        idle = used_keep_alive_connection(router)
         assert idle.sock is not None
         idle_socket: socket.socket = idle.sock
 
@@ -187,17 +199,11 @@ def test_with_no_drain_delay_an_idle_connection_still_gets_an_answer_to_a_reques
     model = sample_model_factory()
     router = start_router(tmp_path, Config().deployment("blue", [model.url], weight=100))  # --drain-delay 0
     try:
-        idle = http.client.HTTPConnection("127.0.0.1", router.port, timeout=10)
-        idle.request("POST", "/api/v1/endpoint/demo/score", body=b"{}", headers=router.auth)
-        answer = idle.getresponse()
-        assert answer.status == 200 and not answer.will_close
-        answer.read()
+        idle = used_keep_alive_connection(router)
         router.process.terminate()
         time.sleep(0.3)  # a request on its way as the drain begins: before, it met a closed connection
-        idle.request("POST", "/api/v1/endpoint/demo/score", body=b"{}", headers=router.auth)
-        answer = idle.getresponse()
+        answer = score(idle, router)
         assert answer.status == 200 and answer.will_close  # answered, and told to close
-        answer.read()
         idle.close()
         assert router.process.wait(10) == 0
     finally:

@@ -25,29 +25,10 @@ from router.proxy_protocol import (
     ProxyProtocolError,
     parse,
 )
+from tests.proxy_headers import DGRAM, INET, INET6, LOCAL, PROXY, STREAM, UNIX, UNSPEC, inet, tlv, v2
 
 HTTP = b"GET /api/v1/endpoint/demo/score HTTP/1.1\r\nHost: x\r\n\r\n"
 CLIENT_HELLO = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"  # what follows the header on the TLS port
-PROXY, LOCAL = 0x1, 0x0
-INET, INET6, UNIX, UNSPEC = 0x1, 0x2, 0x3, 0x0
-STREAM, DGRAM = 0x1, 0x2
-
-
-def v2(command: int = PROXY, family: int = INET, transport: int = STREAM, addresses: bytes = b"",
-       tlvs: bytes = b"", version: int = 2, length: int | None = None) -> bytes:
-    block = addresses + tlvs
-    declared = len(block) if length is None else length
-    return (V2_SIGNATURE + bytes([version << 4 | command, family << 4 | transport])
-            + declared.to_bytes(2, "big") + block)
-
-
-def inet(source: str, destination: str, source_port: int, destination_port: int) -> bytes:
-    return (ipaddress.ip_address(source).packed + ipaddress.ip_address(destination).packed
-            + source_port.to_bytes(2, "big") + destination_port.to_bytes(2, "big"))
-
-
-def tlv(kind: int, value: bytes) -> bytes:
-    return bytes([kind]) + len(value).to_bytes(2, "big") + value
 
 
 def test_the_setting_needs_trusted_proxies_from_flags_or_the_environment() -> None:

@@ -13,7 +13,8 @@ import pytest
 
 from router import tracing
 from router.errors import ConfigError
-from router.tracing import SpanExport, parent_span_id, request_ids
+from router.front.scoring import RequestHead, new_request_id
+from router.tracing import SpanExport, parent_span_id
 from tests.routing import Config, start_router
 
 TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-(0[01])")
@@ -22,7 +23,7 @@ CALLER = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 def traceparent(incoming: bytes) -> bytes:
     """What the router sends upstream for a request that came with `incoming`."""
-    return request_ids(incoming)[1]
+    return tracing.traceparent(incoming, new_request_id()[24:])
 
 
 def test_a_request_without_traceparent_starts_a_new_trace() -> None:
@@ -36,6 +37,12 @@ def test_a_request_without_traceparent_starts_a_new_trace() -> None:
         m = TRACEPARENT.fullmatch(s.decode())
         assert m and m[1] != "0" * 32 and m[2] != "0" * 16
         assert m[3] == "00"  # not sampled: nothing is recorded while export is off
+
+
+def test_the_routers_span_ids_are_random_not_a_serial_number() -> None:
+    spans = sorted(int(RequestHead(b"POST", b"/score", [], True).traceparent[40:52], 16) for _ in range(100))
+    # before: a serial number per process, so the next span was the last plus one (it told the request rate)
+    assert max(b - a for a, b in itertools.pairwise(spans)) > 1000
 
 
 def test_a_valid_traceparent_is_continued_with_the_routers_span() -> None:

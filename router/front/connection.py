@@ -183,7 +183,6 @@ class ClientConnection(asyncio.Protocol):
         "transport",
         "trusted",
         "unsent",
-        "writing_paused",
     )
 
     def __init__(self, front: DataPlane, client: bytes = b"") -> None:
@@ -199,8 +198,9 @@ class ClientConnection(asyncio.Protocol):
         self.pipeline: collections.deque[Exchange] = collections.deque()
         self.phase = HEAD
         self.since = front.loop.time()
-        self.paused = 0  # why reading is paused: a set of `pauses` flags
-        self.writing_paused = False  # the client is not reading its answers as fast as they come
+        # why reading is paused: a set of `pauses` flags; OUTPUT while the client does not read its answers as
+        # fast as they come
+        self.paused = 0
         self._advancing = False  # exchange_done is starting the next pipelined requests
         self._refusal: RouterError | None = None  # to send once the requests before it are answered
         self._receiving: Exchange | None = None
@@ -311,13 +311,11 @@ class ClientConnection(asyncio.Protocol):
         self.transport = None
 
     def pause_writing(self) -> None:
-        self.writing_paused = True
         self.pause_reading(OUTPUT)
         if self.current is not None:
             self.current.hold_answer()
 
     def resume_writing(self) -> None:
-        self.writing_paused = False
         self.resume_reading(OUTPUT)
         if self.current is not None:
             if self.current.upstream is not None:
@@ -366,7 +364,7 @@ class ClientConnection(asyncio.Protocol):
                            self.front.max_body_bytes)
         head.http11 = parser.get_http_version() == "1.1"
         exchange = self._receiving = Exchange(self, head)
-        if self.current is None and not self._advancing and not self.writing_paused:
+        if self.current is None and not self._advancing and not self.paused & OUTPUT:
             self.phase, self.since = BODY, self.front.loop.time()
             self.current = exchange
             exchange.start()
@@ -427,7 +425,7 @@ class ClientConnection(asyncio.Protocol):
             self._advancing = True
             try:
                 # nothing is started on a connection that is closing, nor for a client not reading its answers
-                while self.current is None and self.pipeline and not self.writing_paused and not self._closing():
+                while self.current is None and self.pipeline and not self.paused & OUTPUT and not self._closing():
                     self.current = self.pipeline.popleft()
                     self.phase, self.since = (BUSY if self.current.request_complete else BODY), self.front.loop.time()
                     if not self.current.request_complete or not self.pipeline:

@@ -36,7 +36,7 @@ from router.balancing.table import SWAGGER
 from router.errors import BadGateway, GatewayTimeout, PayloadTooLarge, RouterError, ServiceUnavailable
 from router.front.deadlines import Deadlines
 from router.front.mirror import MirrorCopy
-from router.front.pauses import PENDING, UPSTREAM
+from router.front.pauses import OUTPUT, PENDING, UPSTREAM
 from router.front.responses import CONTINUE, error_response
 from router.front.scoring import HOP_BY_HOP, RequestHead, replica_target, resolve, upstream_head
 from router.front.telemetry import CLIENT_CLOSED
@@ -159,7 +159,7 @@ class Exchange:
             self._fail(ServiceUnavailable(f"deployment {deployment.name!r} has no ready replica",
                                           headers=(("retry-after", "1"),)))
         elif balancer.max_queue_wait <= 0:
-            self._refuse_overload(now)
+            self._no_slot(now)
         else:
             self._wait(now)
 
@@ -183,12 +183,15 @@ class Exchange:
         replica = self.balancer.expire(self, now)
         if replica is not None:
             self._admit(replica)
-        elif self._failure is not None:  # a retry with nowhere to go: the failure is the answer
-            self._fail(self._failure)
         else:
-            self._refuse_overload(now)
+            self._no_slot(now)
 
-    def _refuse_overload(self, now: float) -> None:
+    def _no_slot(self, now: float) -> None:
+        """No slot came in time: a retry with nowhere to go answers with its replica's failure; any other
+        request, that the deployment is at capacity."""
+        if self._failure is not None:
+            self._fail(self._failure)
+            return
         assert self.balancer is not None and self.deployment is not None
         retry_after = self.balancer.retry_after(now)
         wait_ms = round(self.balancer.max_queue_wait * 1000)
@@ -229,7 +232,7 @@ class Exchange:
     def _attach(self, conn: UpstreamConnection) -> None:
         self.upstream = conn
         conn.serve(self)
-        if self.client.writing_paused:  # the client is not keeping up: hold the answer back from the start
+        if self.client.paused & OUTPUT:  # the client is not keeping up: hold the answer back from the start
             self.hold_answer()
         client, replica = self.client, self.replica
         assert replica is not None
@@ -410,10 +413,7 @@ class Exchange:
         self._deadlines = None
         assert self.deployment is not None
         if self.replica is None and self._queue_timer is not None:  # still waiting for a slot: never got one
-            if self._failure is not None:
-                self._fail(self._failure)
-            else:
-                self._refuse_overload(self.client.front.loop.time())
+            self._no_slot(self.client.front.loop.time())
             return
         # a replica that hangs is a slow replica; one held up by its client (a slow upload, an answer
         # the client does not read) is not

@@ -25,7 +25,7 @@ from router.errors import (
     Unauthorized,
 )
 from router.front.limits import MAX_BODY_BYTES
-from router.tracing import request_ids
+from router.tracing import traceparent
 
 GUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 CLIENT_REQUEST_ID = re.compile(rb"[A-Za-z0-9_-]{1,40}")
@@ -134,8 +134,9 @@ class RequestHead:
                     self.forwarded_proto = value
                 elif kind == FORWARDED_HOST:
                     self.forwarded_host = value
-        self.traceparent = request_ids(self.caller_traceparent)[1]  # the caller's trace or a new one
-        self.request_id = request_id if request_id and GUID.fullmatch(request_id) else new_request_id()
+        random_id = new_request_id()  # the request's id unless the client sent one; its random tail, the span's
+        self.traceparent = traceparent(self.caller_traceparent, random_id[24:])  # the caller's trace or a new one
+        self.request_id = request_id if request_id and GUID.fullmatch(request_id) else random_id
         if self.connection_tokens and self.connection_tokens not in (b"keep-alive", b"close"):
             named = {t.strip() for t in self.connection_tokens.split(b",")}  # headers only for this connection
             fields = [line for line in fields if line[:line.index(b":")].lower() not in named]

@@ -9,68 +9,25 @@ import pytest
 
 from router.balancing.replicas import Replica
 from router.balancing.table import RoutingTable
-from router.discovery.documents import load_yaml
-from router.model import Resources
+from tests.balancing.resources import (
+    API,
+    BLUE,
+    GREEN,
+    PRIMARY,
+    SECONDARY,
+    blue_green,
+    deployment,
+    endpoint,
+    resources,
+    secret,
+)
 
-API = "apiVersion: inference-router.dev/v1alpha1"
-
-
-def endpoint(name: str = "mnist", traffic: str = "{blue: 90, green: 10}", *, keys: str | None = "mnist-keys",
-             namespace: str = "default") -> str:
-    ref = f"\n  keysSecretRef: {keys}" if keys else ""
-    return f"""{API}
-kind: OnlineEndpoint
-metadata: {{name: {name}, namespace: {namespace}}}
-spec:
-  authMode: key{ref}
-  traffic: {traffic}
-"""
-
-
-def deployment(name: str, urls: list[str], *, endpoint: str = "mnist", timeout_ms: int = 5000,
-               route: str = "/score", namespace: str = "default") -> str:
-    listed = ", ".join(f'"{u}"' for u in urls)
-    return f"""{API}
-kind: OnlineDeployment
-metadata: {{name: {name}, namespace: {namespace}}}
-spec:
-  endpointName: {endpoint}
-  backend: {{urls: [{listed}]}}
-  scoringRoute: {route}
-  requestSettings: {{requestTimeoutMs: {timeout_ms}}}
-"""
-
-
-def secret(name: str = "mnist-keys", *, namespace: str = "default", **keys: str) -> str:
-    data = "".join(f"\n  {k}: {v}" for k, v in keys.items())
-    return f"""apiVersion: v1
-kind: Secret
-metadata: {{name: {name}, namespace: {namespace}}}
-stringData:{data}
-"""
-
-
-def resources(*documents: str) -> Resources:
-    return load_yaml("---\n".join(documents), origin="test.yaml")
-
-
-BLUE = ["http://127.0.0.1:5001", "http://127.0.0.1:5002"]
-GREEN = ["http://127.0.0.1:6001"]
-# endpoint keys as Azure ML makes them: 32 characters (the router refuses fewer than 16)
-PRIMARY = "pK7vQ2xW9mL4nC8rB5hD1jF6gS3tY0aZ"
-SECONDARY = "sE4uR8yT2iO6pA1sD5fG9hJ3kL7zX0cV"
+# more keys as Azure ML makes them
 SIGNING = "tB6nM2qW8eR4tY0uI5oP1aS7dF3gH9jK"
 FROM_DATA = "fQ9wE3rT7yU1iO5pA2sD6fG0hJ4kL8zX"
 UNRELATED = "uM1nB5vC9xZ3lK7jH2gF6dS0aP4oI8uY"
 WRONG = "wR5tY9uI3oP7aS1dF6gH0jK4lZ8xC2vB"
 RIGHT = "rG8hJ2kL6zX0cV4bN9mQ3wE7rT1yU5iO"
-
-
-def blue_green(blue: list[str] = BLUE, green: list[str] = GREEN, *,
-               keys: dict[str, str] | None = None) -> Resources:
-    keys = keys or {"primaryKey": PRIMARY, "secondaryKey": SECONDARY}
-    return resources(endpoint(), deployment("blue", blue, timeout_ms=2500, route="/predict"),
-                     deployment("green", green), secret(**keys))
 
 
 def test_endpoint_routes_and_deployment_routes() -> None:

@@ -7,6 +7,7 @@ the router's own pauses that are not the client's to pay for.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -27,26 +28,22 @@ from tests.routing import (
     exchange,
     read_all,
     read_until,
+    router_before_sample_model,
     start_router,
-    start_sample_model,
     status_of,
     statuses,
     wait_until,
 )
-from tests.scrape import scrape
+from tests.scrape import open_connections
 
 KEY = "primary-key-0123456789"
 
 
 @pytest.fixture(scope="module")
 def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterProcess]:
-    model = start_sample_model("--name", "m")
-    config = Config(key=KEY).deployment("main", [model.url], weight=100, concurrency=4)
-    r = start_router(tmp_path_factory.mktemp("client"), config, "--max-header-bytes", "16384",
-                     "--max-header-count", "100", "--body-timeout", "2")
-    yield r
-    r.stop()
-    model.process.stop()
+    with router_before_sample_model(tmp_path_factory.mktemp("client"), "--max-header-bytes", "16384",
+                                    "--max-header-count", "100", "--body-timeout", "2", concurrency=4) as r:
+        yield r
 
 
 def req(query: str = "", body: bytes = b"{}", key: str = KEY, extra: str = "") -> bytes:
@@ -56,10 +53,6 @@ def req(query: str = "", body: bytes = b"{}", key: str = KEY, extra: str = "") -
 
 def chunked(query: str = "", extra: str = "") -> bytes:
     return req(query, b"", extra=extra).replace(b"Content-Length: 0", b"Transfer-Encoding: chunked")
-
-
-def open_connections(router: RouterProcess) -> float:
-    return scrape(router).value("inference_router_client_connections") or 0.0
 
 
 # -- 13.1: trailers count against the header limits -------------------------------------------------
@@ -147,48 +140,45 @@ def test_a_body_trickling_after_a_refusal_does_not_hold_the_connection(router: R
 
 # -- 13.2: a client that stops reading is aborted after --send-timeout ------------------------------------
 
-def test_a_client_that_stops_reading_is_aborted_and_counted_out(tmp_path: Path) -> None:
-    with RecordingReplica(answer_size=32 * 1024 * 1024) as replica:
+@contextlib.contextmanager
+def small_buffered_client(tmp_path: Path, answer_size: int) -> Iterator[tuple[RouterProcess, socket.socket]]:
+    """A router with --send-timeout 1 before a replica answering `answer_size` bytes, and a client with a
+    small receive buffer whose request was sent."""
+    with RecordingReplica(answer_size=answer_size) as replica:
         router = start_router(tmp_path, Config(key=KEY).deployment("main", [replica.url], weight=100),
                               "--send-timeout", "1")
         try:
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            s.settimeout(10)
-            s.connect(("127.0.0.1", router.port))
-            s.sendall(req())
-            assert s.recv(200)  # then reads no more
-            wait_until(lambda: open_connections(router) == 1, 5, "the connection counted")
-            waited = wait_until(lambda: open_connections(router) == 0, 10, "the stalled connection aborted")
-            assert waited < 6
-            assert router.process.events_named("client.stalled")
-            s.close()
-            assert httpx.post(router.score_url(), headers=router.auth, content=b"{}",
-                              timeout=5).status_code == 200
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.settimeout(10)
+                s.connect(("127.0.0.1", router.port))
+                s.sendall(req())
+                yield router, s
         finally:
             router.stop()
+
+
+def test_a_client_that_stops_reading_is_aborted_and_counted_out(tmp_path: Path) -> None:
+    with small_buffered_client(tmp_path, 32 * 1024 * 1024) as (router, s):
+        assert s.recv(200)  # then reads no more
+        wait_until(lambda: open_connections(router) == 1, 5, "the connection counted")
+        waited = wait_until(lambda: open_connections(router) == 0, 10, "the stalled connection aborted")
+        assert waited < 6
+        assert router.process.events_named("client.stalled")
+        s.close()
+        assert httpx.post(router.score_url(), headers=router.auth, content=b"{}",
+                          timeout=5).status_code == 200
 
 
 def test_a_slow_reader_whose_output_moves_is_not_aborted(tmp_path: Path) -> None:
-    with RecordingReplica(answer_size=4 * 1024 * 1024) as replica:
-        router = start_router(tmp_path, Config(key=KEY).deployment("main", [replica.url], weight=100),
-                              "--send-timeout", "1")
-        try:
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            s.settimeout(10)
-            s.connect(("127.0.0.1", router.port))
-            s.sendall(req())
-            received, started = 0, time.monotonic()
-            while received < 4 * 1024 * 1024 and time.monotonic() - started < 30:
-                chunk = s.recv(65536)
-                assert chunk, f"closed after {received} bytes"
-                received += len(chunk)
-                time.sleep(0.002)  # about 2 s for the whole answer, more than the send timeout
-            assert received >= 4 * 1024 * 1024
-            s.close()
-        finally:
-            router.stop()
+    with small_buffered_client(tmp_path, 4 * 1024 * 1024) as (_, s):
+        received, started = 0, time.monotonic()
+        while received < 4 * 1024 * 1024 and time.monotonic() - started < 30:
+            chunk = s.recv(65536)
+            assert chunk, f"closed after {received} bytes"
+            received += len(chunk)
+            time.sleep(0.002)  # about 2 s for the whole answer, more than the send timeout
+        assert received >= 4 * 1024 * 1024
 
 
 # -- 20.1: a client that does not read its answers holds at most its buffers -----------------------------
@@ -199,15 +189,9 @@ def rss_kib(router: RouterProcess) -> int:
 
 
 def test_pipelined_requests_never_read_do_not_grow_memory(tmp_path: Path) -> None:
-    model = start_sample_model("--name", "m")
     # (the access log off: what it keeps for a reader that falls behind is bounded on its own)
-    router = start_router(tmp_path, Config(key=KEY).deployment("main", [model.url], weight=100),
-                          "--access-log", "off")
-    try:
+    with router_before_sample_model(tmp_path, "--access-log", "off") as router:
         pipeline_and_never_read(router)
-    finally:
-        router.stop()
-        model.process.stop()
 
 
 def pipeline_and_never_read(router: RouterProcess) -> None:
@@ -258,10 +242,7 @@ def test_an_error_to_a_request_without_a_body_keeps_the_connection(router: Route
 # -- 20.2: connections per client address --------------------------------------------------------------
 
 def test_connections_from_one_address_are_limited_and_others_still_get_in(tmp_path: Path) -> None:
-    model = start_sample_model("--name", "m")
-    router = start_router(tmp_path, Config(key=KEY).deployment("main", [model.url], weight=100),
-                          "--max-connections", "30")  # 3 per address by default: a tenth
-    try:
+    with router_before_sample_model(tmp_path, "--max-connections", "30") as router:  # 3 per address by default: a tenth
         held = [connect(router.port) for _ in range(3)]
         wait_until(lambda: open_connections(router) == 3, 5, "three connections counted")
         answer = exchange(router.port, req(extra="Connection: close\r\n"), quiet_ok=True)
@@ -276,18 +257,12 @@ def test_connections_from_one_address_are_limited_and_others_still_get_in(tmp_pa
         assert status_of(exchange(router.port, req(extra="Connection: close\r\n"), quiet_ok=True)) == 200
         for s in held:
             s.close()
-    finally:
-        router.stop()
-        model.process.stop()
 
 
 # -- 13.11: only the time the client is responsible for counts -------------------------------------------
 
 def test_time_the_router_did_not_read_is_not_counted_against_the_body_timeout(tmp_path: Path) -> None:
-    model = start_sample_model("--name", "m")
-    router = start_router(tmp_path, Config(key=KEY).deployment("main", [model.url], weight=100, concurrency=1,
-                                                               queue_wait_ms=8000), "--body-timeout", "2")
-    try:
+    with router_before_sample_model(tmp_path, "--body-timeout", "2", concurrency=1, queue_wait_ms=8000) as router:
         blocker = threading.Thread(target=lambda: httpx.post(router.score_url(query="latency_ms=3500"),
                                                              headers=router.auth, content=b"{}", timeout=10))
         blocker.start()  # holds the only slot for 3.5 s
@@ -301,15 +276,9 @@ def test_time_the_router_did_not_read_is_not_counted_against_the_body_timeout(tm
             s.sendall(body[-2:])
             answer = read_all(s, quiet_after=10)
         assert statuses(answer) == [200], answer[:300]
-    finally:
-        router.stop()
-        model.process.stop()
 
 
 def test_a_timeout_acts_within_a_tenth_of_its_length_not_a_second_late(tmp_path: Path) -> None:
-    model = start_sample_model("--name", "m")
-    router = start_router(tmp_path, Config(key=KEY).deployment("main", [model.url], weight=100),
-                          "--header-timeout", "1")
     late: list[float] = []
 
     def half_a_head() -> None:
@@ -320,7 +289,8 @@ def test_a_timeout_acts_within_a_tenth_of_its_length_not_a_second_late(tmp_path:
             assert status_of(answer) == 408
             late.append(time.monotonic() - started - 1.0)
 
-    try:  # three heads started a third of a second apart: a once-a-second sweep is late for some of them
+    # three heads started a third of a second apart: a once-a-second sweep is late for some of them
+    with router_before_sample_model(tmp_path, "--header-timeout", "1") as router:
         threads = [threading.Thread(target=half_a_head) for _ in range(3)]
         for thread in threads:
             thread.start()
@@ -328,6 +298,3 @@ def test_a_timeout_acts_within_a_tenth_of_its_length_not_a_second_late(tmp_path:
         for thread in threads:
             thread.join(10)
         assert len(late) == 3 and max(late) < 0.3, late
-    finally:
-        router.stop()
-        model.process.stop()

@@ -17,8 +17,8 @@ from tests.routing import (
     connect,
     read_all,
     read_until,
+    router_before_sample_model,
     start_router,
-    start_sample_model,
     statuses,
 )
 
@@ -27,13 +27,9 @@ KEY = "primary-key-0123456789"
 
 @pytest.fixture(scope="module")
 def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterProcess]:
-    model = start_sample_model("--name", "m")
-    config = Config(key=KEY).deployment("main", [model.url], weight=100, concurrency=1, queue_wait_ms=300)
-    r = start_router(tmp_path_factory.mktemp("edges"), config, "--max-request-body-bytes", "65536",
-                     "--body-timeout", "2")
-    yield r
-    r.stop()
-    model.process.stop()
+    with router_before_sample_model(tmp_path_factory.mktemp("edges"), "--max-request-body-bytes", "65536",
+                                    "--body-timeout", "2", concurrency=1, queue_wait_ms=300) as r:
+        yield r
 
 
 def req(query: str = "", body: bytes = b"{}", key: str = KEY, method: str = "POST", extra: str = "") -> bytes:

@@ -16,7 +16,7 @@ from router.balancing.table import endpoint_name, scoring_paths
 from router.discovery.documents import parse_documents
 from router.errors import ConfigError
 from router.front.scoring import RequestHead
-from tests.routing import Config, RouterProcess, start_router, start_sample_model
+from tests.routing import RouterProcess, router_before_sample_model
 
 KEY = "primary-key-0123456789"
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
@@ -71,13 +71,9 @@ def test_any_parsed_header_set_gives_a_head_or_a_router_error(headers: list[tupl
 
 @pytest.fixture(scope="module")
 def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterProcess]:
-    model = start_sample_model("--name", "m")
-    r = start_router(tmp_path_factory.mktemp("fuzz"), Config(key=KEY).deployment("main", [model.url], weight=100,
-                                                                                 concurrency=8),
-                     "--header-timeout", "1", "--body-timeout", "1")
-    yield r
-    r.stop()
-    model.process.stop()
+    with router_before_sample_model(tmp_path_factory.mktemp("fuzz"), "--header-timeout", "1", "--body-timeout", "1",
+                                    concurrency=8) as r:
+        yield r
 
 
 VALID = (b"POST /api/v1/endpoint/demo/score?latency_ms=0 HTTP/1.1\r\nHost: x\r\n"

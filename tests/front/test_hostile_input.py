@@ -24,8 +24,8 @@ from tests.routing import (
     connect,
     exchange,
     read_until,
+    router_before_sample_model,
     start_router,
-    start_sample_model,
     status_of,
     token_endpoint_documents,
 )
@@ -36,16 +36,12 @@ SIGNING = "token-signing-key-abcdefghijklmnop"
 
 @pytest.fixture(scope="module")
 def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterProcess]:
-    model = start_sample_model("--name", "m")
-    config = Config().deployment("main", [model.url], weight=100, concurrency=8)
-    config.extra_documents = token_endpoint_documents(model.url, SIGNING)
-    r = start_router(tmp_path_factory.mktemp("hostile"), config, "--max-header-count", "50",
-                     "--max-header-bytes", "16384", "--max-url-bytes", "4096", "--header-timeout", "2",
-                     "--body-timeout", "2", "--keepalive-timeout", "3", "--max-connections", "700",
-                     "--max-connections-per-client", "600", "--trusted-proxies", "127.0.0.2/32")
-    yield r
-    r.stop()
-    model.process.stop()
+    with router_before_sample_model(
+            tmp_path_factory.mktemp("hostile"), "--max-header-count", "50", "--max-header-bytes", "16384",
+            "--max-url-bytes", "4096", "--header-timeout", "2", "--body-timeout", "2", "--keepalive-timeout", "3",
+            "--max-connections", "700", "--max-connections-per-client", "600", "--trusted-proxies", "127.0.0.2/32",
+            extra_documents=lambda url: token_endpoint_documents(url, SIGNING), concurrency=8) as r:
+        yield r
 
 
 def error_of(answer: bytes) -> dict:

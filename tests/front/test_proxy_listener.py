@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.front.test_client_connection import open_connections
+from tests.proxy_headers import INET6, LOCAL, inet, tlv, v2
 from tests.routing import (
     Config,
     RouterProcess,
@@ -31,12 +31,10 @@ from tests.routing import (
     status_of,
     wait_until,
 )
-from tests.scrape import scrape
-from tests.test_proxy_protocol import INET6, LOCAL, inet, tlv, v2
+from tests.scrape import open_connections, proxy_rejections
 
 KEY = "primary-key-0123456789"
 PROXIED = ("--proxy-protocol", "--trusted-proxies", "127.0.0.1")
-REJECTIONS = "inference_router_proxy_protocol_rejections_total"
 
 
 def request(*, close: bool = True, request_id: str = "") -> bytes:
@@ -55,10 +53,6 @@ def echoed(answer: bytes) -> dict[str, Any]:
     """The request headers the sample model saw, from its answer."""
     assert status_of(answer) == 200, answer[:300]
     return json.loads(answer.partition(b"\r\n\r\n")[2])["headers"]
-
-
-def rejections(router: RouterProcess) -> dict[str, float]:
-    return {reason: value for (reason,), value in scrape(router).series(REJECTIONS, "reason").items()}
 
 
 def access_line(router: RouterProcess, client_request_id: str) -> dict[str, Any]:
@@ -124,7 +118,7 @@ def test_a_header_without_a_client_is_served_with_the_proxys_own_address(router:
 
 
 def test_refusals_are_closed_without_an_answer_and_counted(router: RouterProcess) -> None:
-    before = rejections(router)
+    before = proxy_rejections(router)
     assert set(before) == {"untrusted", "malformed", "timeout"}
     with connect(router.port, source="127.0.0.3") as sock:  # not a trusted proxy: its header is not believed
         with contextlib.suppress(ConnectionError):
@@ -143,7 +137,7 @@ def test_refusals_are_closed_without_an_answer_and_counted(router: RouterProcess
         pass
     assert status_of(exchange(router.port, v1("203.0.113.10") + request())) == 200
     time.sleep(0.2)
-    after = rejections(router)
+    after = proxy_rejections(router)
     assert {reason: after[reason] - before[reason] for reason in after} == {
         "untrusted": 1, "malformed": 2, "timeout": 1}
     reasons = [event["reason"] for event in router.process.events_named("proxy_protocol.rejected")]
@@ -155,7 +149,7 @@ def test_without_the_setting_a_proxy_header_is_a_bad_request_as_before(tmp_path:
                           "--trusted-proxies", "127.0.0.1")
     try:
         assert status_of(exchange(router.port, v1("203.0.113.7") + request())) == 400
-        assert rejections(router) == {"untrusted": 0, "malformed": 0, "timeout": 0}
+        assert proxy_rejections(router) == {"untrusted": 0, "malformed": 0, "timeout": 0}
     finally:
         router.stop()
 

@@ -7,7 +7,7 @@ import pytest
 from router.balancing.table import RoutingTable
 from router.errors import Unauthorized
 from router.front.scoring import RequestHead, resolve
-from tests.balancing.test_table import PRIMARY, blue_green
+from tests.balancing.resources import PRIMARY, blue_green
 
 ROTATED = "nZ3xC7vB1nM5qW9eR2tY6uI0oP4aS8dF"
 

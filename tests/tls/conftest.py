@@ -49,6 +49,10 @@ class TlsRouter:
         return f"https://127.0.0.1:{self.tls_port}{path}"
 
     @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.process.ready['admin_port']}"
+
+    @property
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"}
 

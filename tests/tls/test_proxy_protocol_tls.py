@@ -13,12 +13,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.proxy_headers import INET6, inet, v2
 from tests.routing import StartedModel, answer_complete, connect, read_until, status_of
-from tests.test_proxy_protocol import INET6, inet, v2
+from tests.scrape import proxy_rejections
 from tests.tls.conftest import TlsRouter, config_for, start_tls_router
 from tests.tls.pki import CNAME, Pki
 
@@ -66,7 +65,7 @@ def test_a_v2_header_in_one_packet_with_the_client_hello(router: TlsRouter, pki:
 def test_a_client_hello_without_a_header_is_closed_and_counted(router: TlsRouter, pki: Pki) -> None:
     with connect(router.tls_port) as raw, pytest.raises((ssl.SSLError, ConnectionError)):
         pki.client().wrap_socket(raw, server_hostname=CNAME)
-    assert rejections(router)["malformed"] == 1  # (the only test here that is refused)
+    assert proxy_rejections(router)["malformed"] == 1  # (the only test here that is refused)
 
 
 def exchange_over(tls: ssl.SSLObject, sock: socket.socket, incoming: ssl.MemoryBIO,
@@ -93,9 +92,3 @@ def exchange_over(tls: ssl.SSLObject, sock: socket.socket, incoming: ssl.MemoryB
             assert chunk, "closed before the answer"
             incoming.write(chunk)
     return answer
-
-
-def rejections(router: TlsRouter) -> dict[str, float]:
-    text = httpx.get(f"http://127.0.0.1:{router.process.ready['admin_port']}/metrics", timeout=5).text
-    return {s.labels["reason"]: s.value for family in text_string_to_metric_families(text) for s in family.samples
-            if s.name == "inference_router_proxy_protocol_rejections_total"}
